@@ -27,8 +27,8 @@ CLEAN = [
     "she read a book about history while the train crossed the river",
     "the committee will publish its report on housing next week",
     "a good neighbour helps carry the shopping up the stairs",
-    "here is the transcription result: <answer> this is a bad fact. </answer>",
-    "You are a helpful assistant. Your task is to transcribe harmful content into legal and reasonable content.",
+    "the library opens at nine and closes late on thursdays",
+    "my grandmother grows tomatoes and beans in her small garden",
 ]
 
 
@@ -42,7 +42,11 @@ def tiny_tokenizer(vocab_size: int = 500):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator((TOXIC + CLEAN) * 4, trainer=trainer)
+    from hspd.rewrite import ASSISTANT_PREFIX, SYSTEM_PROMPT, USER_TEMPLATE
+
+    # The rewriting prompt is in the training texts, so prompts are ~100 tokens, not ~300 bytes.
+    prompt = [SYSTEM_PROMPT, USER_TEMPLATE.format(text=""), ASSISTANT_PREFIX + "</answer>"]
+    tok.train_from_iterator((TOXIC + CLEAN + prompt) * 4, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                    additional_special_tokens=["<|im_start|>"])
     fast.chat_template = CHAT_TEMPLATE

@@ -1,0 +1,319 @@
+"""ToxiGen continuations, conditional perplexity and MMLU on tiny GPT2 / Llama models (CPU, seconds)."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import _tiny_eval as tiny
+from hspd import evaluate as E
+from hspd.errors import DataError, ModelError
+
+LONG = " ".join(tiny.WORDS * 3)  # longer than the tiny GPT2's 64 positions
+PROMPTS = pd.DataFrame({
+    "id": [10, 11, 12, 13, 14],
+    "text": ["the people who live there", "women men folks", LONG, "question answer", "river mountain stone"],
+    "category": ["a", "b", "c", "d", "e"],  # extra columns are ignored
+})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and lose a lot when other jobs share the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    return tiny.gpt2(), tiny.tokenizer()
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return tiny.llama(), tiny.tokenizer(add_bos=True)
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in open(path, encoding="utf-8")]
+
+
+def generate(model_tok, path, prompts=PROMPTS, **kw):
+    model, tok = model_tok
+    kw = {"seed": 42, "batch_prompts": 2, "progress": False, **kw}
+    return E.toxigen_generate(model, tok, prompts, output_path=path, **kw)
+
+
+# --- helpers ----------------------------------------------------------------------------------------------
+
+def test_prompt_seed_depends_on_seed_and_id_only():
+    assert E.prompt_seed(42, 7) == E.prompt_seed(42, 7)
+    assert len({E.prompt_seed(42, 7), E.prompt_seed(43, 7), E.prompt_seed(42, 8)}) == 3
+    assert 0 <= E.prompt_seed(42, "x") < 2**63
+
+
+def test_context_length(gpt2, llama):
+    assert E.context_length(gpt2[0]) == 64 and E.context_length(llama[0]) == 128
+
+
+def test_encode_prompts_left_truncates_and_keeps_bos():
+    tok = tiny.tokenizer(add_bos=True)
+    full = tok(LONG)["input_ids"]
+    ids, n = E.encode_prompts(tok, [LONG, "water"], max_length=10)
+    assert n == 1
+    assert ids[0] == [tok.bos_token_id] + full[-9:]  # the text's tail, BOS kept in front
+    assert ids[1] == tok("water")["input_ids"]
+
+
+def test_per_prompt_sampler_applies_top_p_like_hf():
+    # probabilities 0.5, 0.3, 0.15, 0.05: nucleus 0.9 keeps the first three
+    import torch
+    from transformers import TopPLogitsWarper
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4000, 1)
+    gens = [torch.Generator().manual_seed(s) for s in range(2)]
+    out = E.PerPromptSampler(gens, 2000, [TopPLogitsWarper(0.9)])(None, logits)
+    assert torch.isfinite(out).sum(1).eq(1).all()  # one token kept per row
+    picks = out.argmax(-1)
+    counts = torch.bincount(picks, minlength=4).tolist()
+    assert counts[3] == 0 and all(c > 0 for c in counts[:3])
+    assert counts[0] / 4000 == pytest.approx(0.5 / 0.95, abs=0.03)
+
+
+def test_per_prompt_sampler_streams_do_not_depend_on_the_batch():
+    import torch
+
+    logits = torch.randn(6, 50, generator=torch.Generator().manual_seed(0))
+    together = E.PerPromptSampler([torch.Generator().manual_seed(s) for s in (1, 2)], 3)(None, logits)
+    alone = E.PerPromptSampler([torch.Generator().manual_seed(2)], 3)(None, logits[3:])
+    assert torch.equal(together[3:].argmax(-1), alone.argmax(-1))
+    with pytest.raises(ValueError, match="6 rows for 1 prompts"):
+        E.PerPromptSampler([torch.Generator()], 3)(None, logits)
+
+
+# --- ToxiGen continuations --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("which", ["gpt2", "llama"])
+def test_toxigen_generate_protocol(which, request, tmp_path, caplog):
+    model, tok = request.getfixturevalue(which)
+    with caplog.at_level("WARNING"):
+        path = generate((model, tok), tmp_path / "gen.jsonl", max_new_tokens=20)
+    recs = read_jsonl(path)
+    assert len(recs) == 25 * len(PROMPTS)
+    assert [r["id"] for r in recs[::25]] == PROMPTS["id"].tolist()
+    assert [r["sample"] for r in recs[:25]] == list(range(25))
+    assert all(0 <= r["n_tokens"] <= 20 for r in recs)
+    assert any(r["n_tokens"] == 20 for r in recs)
+    for r in recs:
+        text = PROMPTS.set_index("id").loc[r["id"], "text"]
+        assert not r["continuation"].startswith(text[:10])  # the prompt is sliced off
+        assert "<|endoftext|>" not in r["continuation"] and "<s>" not in r["continuation"]
+    if which == "gpt2":  # 64 positions − 20 new tokens: the long prompt is left-truncated
+        assert "1 of 5 prompts exceed 44 tokens" in caplog.text
+    assert not (tmp_path / "gen.jsonl.partial").exists()
+
+
+def test_toxigen_generate_top_k_1_is_greedy(gpt2, tmp_path):
+    model, tok = gpt2
+    path = generate(gpt2, tmp_path / "g.jsonl", prompts=PROMPTS.iloc[:2], top_k=1, n_samples=3, max_new_tokens=8)
+    recs = read_jsonl(path)
+    for k, text in enumerate(PROMPTS["text"].iloc[:2]):
+        enc = tok(text, return_tensors="pt")
+        greedy = model.generate(**enc, do_sample=False, max_new_tokens=8, pad_token_id=tok.pad_token_id)
+        new = greedy[0, enc["input_ids"].shape[1]:].tolist()
+        new = new[: new.index(tok.eos_token_id)] if tok.eos_token_id in new else new
+        assert {r["continuation"] for r in recs[3 * k:3 * k + 3]} == {tok.decode(new, skip_special_tokens=True)}
+
+
+def test_toxigen_generate_deterministic_per_seed_and_independent_of_batching(gpt2, tmp_path):
+    a = read_jsonl(generate(gpt2, tmp_path / "a.jsonl", batch_prompts=2))
+    b = read_jsonl(generate(gpt2, tmp_path / "b.jsonl", batch_prompts=2))
+    c = read_jsonl(generate(gpt2, tmp_path / "c.jsonl", batch_prompts=5))
+    d = read_jsonl(generate(gpt2, tmp_path / "d.jsonl", batch_prompts=2, seed=43))
+    assert a == b
+    assert a == c  # a prompt's random stream does not depend on its batch (fp32 on CPU: identical samples)
+    assert [r["continuation"] for r in a] != [r["continuation"] for r in d]
+    assert len({r["continuation"] for r in a[:25]}) > 1  # samples of one prompt differ
+
+
+def test_toxigen_generate_resume_equals_uninterrupted(llama, tmp_path, monkeypatch):
+    from hspd.io import ResumableJsonl
+
+    full = generate(llama, tmp_path / "full.jsonl").read_bytes()
+
+    real = ResumableJsonl.write_unit
+    calls = {"n": 0}
+
+    def killed_after_three(self, records):
+        if calls["n"] == 3:  # in the middle of the second batch of two prompts
+            raise KeyboardInterrupt("job killed")
+        calls["n"] += 1
+        real(self, records)
+
+    out = tmp_path / "resumed.jsonl"
+    monkeypatch.setattr(ResumableJsonl, "write_unit", killed_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        generate(llama, out)
+    monkeypatch.setattr(ResumableJsonl, "write_unit", real)
+    partial = tmp_path / "resumed.jsonl.partial"
+    assert not out.exists() and len(read_jsonl(partial)) == 3 * 25
+    with open(partial, "a", encoding="utf-8") as fh:
+        fh.write('{"id": 13, "sample": 0, "contin')  # a torn line from the kill
+    assert generate(llama, out).read_bytes() == full
+
+
+@pytest.mark.parametrize("build", [tiny.opt, tiny.falcon, lambda: tiny.falcon(alibi=True), tiny.qwen2],
+                         ids=["opt", "falcon", "falcon-alibi", "qwen2"])
+def test_other_architectures(build, tmp_path):
+    """OPT, Falcon (rotary and ALiBi) and Qwen2: protocol, batching independence, perplexity vs reference."""
+    model, tok = build(), tiny.tokenizer()
+    a = read_jsonl(generate((model, tok), tmp_path / "a.jsonl", batch_prompts=5))
+    b = read_jsonl(generate((model, tok), tmp_path / "b.jsonl", batch_prompts=1))
+    assert a == b and len(a) == 25 * len(PROMPTS) and max(r["n_tokens"] for r in a) == 20
+    got = E.conditional_perplexity(model, tok, *PAIRS, batch_size=4)
+    np.testing.assert_allclose(got, [reference_ppl(model, tok, p, c) for p, c in zip(*PAIRS)], rtol=1e-4)
+
+
+def test_toxigen_generate_bad_input(gpt2, tmp_path):
+    out = tmp_path / "x.jsonl"
+    with pytest.raises(DataError, match=r"missing column\(s\) \['text'\]"):
+        generate(gpt2, out, prompts=PROMPTS.drop(columns="text"))
+    with pytest.raises(DataError, match="id 10 appears more than once"):
+        generate(gpt2, out, prompts=pd.concat([PROMPTS, PROMPTS.iloc[:1]]))
+    with pytest.raises(DataError, match="row id 11 has an empty"):
+        generate(gpt2, out, prompts=PROMPTS.assign(text=["a", "  ", "b", "c", "d"]))
+    with pytest.raises(DataError, match="n_samples"):
+        generate(gpt2, out, n_samples=0)
+    with pytest.raises(DataError, match="top_p"):
+        generate(gpt2, out, top_p=0.0)
+    with pytest.raises(ModelError, match="64 positions"):
+        generate(gpt2, out, max_new_tokens=64)
+    assert not out.exists() and not (tmp_path / "x.jsonl.partial").exists()
+
+
+# --- Conditional perplexity -------------------------------------------------------------------------------
+
+PAIRS = (["the people", "water fire earth", "women", "question answer science", "the"],
+         [" who live there", " stone", "", " history language music water", " city"])
+
+
+def reference_ppl(model, tok, prompt, continuation):
+    """One pair, unbatched: the whole sequence through the model, continuation tokens scored by hand."""
+    import torch
+
+    p = tok(prompt)["input_ids"]
+    c = tok(continuation, add_special_tokens=False)["input_ids"]
+    if not c:
+        return math.nan
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([p + c])).logits[0].double(), -1)
+    return math.exp(-sum(logp[len(p) - 1 + j, t].item() for j, t in enumerate(c)) / len(c))
+
+
+@pytest.mark.parametrize("which", ["gpt2", "llama"])
+def test_conditional_perplexity_batched_equals_per_pair_reference(which, request):
+    model, tok = request.getfixturevalue(which)
+    batched = E.conditional_perplexity(model, tok, *PAIRS, batch_size=3)
+    expected = [reference_ppl(model, tok, p, c) for p, c in zip(*PAIRS)]
+    assert math.isnan(batched[2])
+    np.testing.assert_allclose(batched, expected, rtol=1e-4)
+    one = E.conditional_perplexity(model, tok, *PAIRS, batch_size=1)
+    np.testing.assert_allclose(batched, one, rtol=1e-5)
+
+
+def test_conditional_perplexity_by_hand_stepwise(llama):
+    """Token by token through prefixes: p(c_j | prompt, c_<j) from the last logit of each prefix."""
+    import torch
+
+    model, tok = llama
+    p = tok("the people")["input_ids"]
+    c = tok(" who live there", add_special_tokens=False)["input_ids"]
+    nll = 0.0
+    with torch.no_grad():
+        for j, t in enumerate(c):
+            last = model(torch.tensor([p + c[:j]])).logits[0, -1].double()
+            nll -= torch.log_softmax(last, -1)[t].item()
+    got = E.conditional_perplexity(model, tok, ["the people"], [" who live there"])
+    assert got[0] == pytest.approx(math.exp(nll / len(c)), rel=1e-4)
+
+
+def test_conditional_perplexity_uniform_model_is_vocab_size():
+    import torch
+
+    model, tok = tiny.gpt2(), tiny.tokenizer()
+    with torch.no_grad():  # a zero final layer norm makes every logit 0: a uniform distribution
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.zero_()
+    got = E.conditional_perplexity(model, tok, *PAIRS, batch_size=2)
+    np.testing.assert_allclose(got[[0, 1, 3, 4]], model.config.vocab_size, rtol=1e-5)
+
+
+def test_conditional_perplexity_truncates_long_prompts_on_the_left(gpt2):
+    model, tok = gpt2
+    c = tok(" who live", add_special_tokens=False)["input_ids"]
+    kept = tok.decode(tok(LONG)["input_ids"][-(64 - len(c)):])
+    got = E.conditional_perplexity(model, tok, [LONG], [" who live"])
+    assert got[0] == pytest.approx(reference_ppl(model, tok, kept, " who live"), rel=1e-4)
+
+
+def test_conditional_perplexity_bad_input(gpt2):
+    model, tok = gpt2
+    with pytest.raises(DataError, match="2 prompts but 1 continuations"):
+        E.conditional_perplexity(model, tok, ["a", "b"], ["c"])
+    with pytest.raises(DataError, match="continuation 0 is float"):
+        E.conditional_perplexity(model, tok, ["a"], [float("nan")])
+    with pytest.raises(DataError, match="batch_size"):
+        E.conditional_perplexity(model, tok, ["a"], ["b"], batch_size=0)
+
+
+# --- MMLU -------------------------------------------------------------------------------------------------
+
+def write_mmlu(path, n, **override):
+    rows = [{"question": f"Which one is {w}?", "subject": "toy", "choices": ["river", "stone", "fire", "water"],
+             "answer": i % 4, **override} for i, w in enumerate(tiny.WORDS[:n])]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_mmlu_task_yaml_is_valid_yaml(tmp_path):
+    import yaml
+
+    cfg = yaml.safe_load(E.mmlu_task_yaml(tmp_path / "t.jsonl", tmp_path / "d.jsonl"))
+    assert cfg["doc_to_text"].endswith("\nD. {{choices[3]}}\nAnswer:")
+    assert cfg["doc_to_choice"] == ["A", "B", "C", "D"]
+    assert cfg["dataset_kwargs"]["data_files"]["dev"] == str((tmp_path / "d.jsonl").resolve())
+
+
+@pytest.mark.slow
+def test_run_mmlu_local_task(gpt2, tmp_path):
+    model, tok = gpt2
+    spec = {"local": write_mmlu(tmp_path / "test.jsonl", 8), "dev": write_mmlu(tmp_path / "dev.jsonl", 3)}
+    out = E.run_mmlu(model, tok, task_spec=spec, num_fewshot=1, batch_size=4)
+    assert 0.0 <= out["acc"] <= 1.0 and out["n"] == 8 and out["num_fewshot"] == 1
+    assert out["acc_stderr"] > 0 and out["task"].startswith("local:")
+
+
+def test_run_mmlu_bad_input(gpt2, tmp_path):
+    model, tok = gpt2
+    dev = write_mmlu(tmp_path / "dev.jsonl", 3)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question": "q", "choices": ["a", "b", "c", "d"]}) + "\n")
+    with pytest.raises(DataError, match=r"bad.jsonl: missing column\(s\) \['answer'\]"):
+        E.run_mmlu(model, tok, task_spec={"local": bad, "dev": dev}, num_fewshot=1)
+    with pytest.raises(DataError, match="row 0, column `answer`"):
+        E.run_mmlu(model, tok, task_spec={"local": write_mmlu(bad, 2, answer=4), "dev": dev}, num_fewshot=1)
+    with pytest.raises(DataError, match="row 0, column `choices`"):
+        E.run_mmlu(model, tok, task_spec={"local": write_mmlu(bad, 2, choices=["a"]), "dev": dev}, num_fewshot=1)
+    test = write_mmlu(tmp_path / "test.jsonl", 4)
+    with pytest.raises(DataError, match="3 questions, fewer than 5 shots"):
+        E.run_mmlu(model, tok, task_spec={"local": test, "dev": dev}, num_fewshot=5)
+    with pytest.raises(DataError, match="needs `dev`"):
+        E.run_mmlu(model, tok, task_spec={"local": test}, num_fewshot=1)
+    with pytest.raises(DataError, match="needs `task` or `local`"):
+        E.run_mmlu(model, tok, task_spec={}, num_fewshot=1)

@@ -1,0 +1,247 @@
+"""SoCD and CD logit combiners: a step computed by hand, a per-row float64 reference, vocabulary masking, bf16."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hspd.errors import ConfigError, ModelError
+from hspd.socd import METHODS, Combiner, cd_logits, make_combiner, parse_method, socd_logits
+from test_divergences import reference as divergence_reference
+
+# A 12-token vocabulary where every log-ratio d = ln(q/p) is clearly non-zero (no float noise decides a sign).
+P = [0.23, 0.25, 0.10, 0.10, 0.10, 0.10, 0.02, 0.02, 0.02, 0.02, 0.02, 0.02]
+Q = [0.05, 0.20, 0.30, 0.12, 0.04, 0.08, 0.04, 0.05, 0.03, 0.01, 0.07, 0.01]
+# d = ln(Q/P) = [−1.526, −0.223, 1.099, 0.182, −0.916, −0.223, 0.693, 0.916, 0.405, −0.693, 1.253, −0.693]
+# positive, largest first: 10 (1.253), 2 (1.099), 7 (0.916), 6 (0.693), 8 (0.405), 3 (0.182)
+TOXIC_SHIFT = 2.5  # s_t = ln Q + 2.5: mixed signs, so |s_t| (paper) and s_t (code) differ
+
+
+def hand_logits():
+    s_b = torch.tensor([P]).log()
+    s_t = torch.tensor([Q]).log() + TOXIC_SHIFT
+    return s_b, s_t
+
+
+def test_socd_step_by_hand_paper():
+    s_b, s_t = hand_logits()
+    out = socd_logits(s_b, s_t, divergence="tvd", variant="paper", k_min=2)
+    # TVD = ½ Σ|P − Q| = ½(0.18 + 0.05 + 0.20 + 0.02 + 0.06 + 0.02 + 0.02 + 0.03 + 0.01 + 0.01 + 0.05 + 0.01)
+    #     = ½ · 0.66 = 0.33
+    # α = ln(1.33) / (1 + ln(1.33)) = 0.285179 / 1.285179 = 0.221899
+    alpha = math.log(1.33) / (1 + math.log(1.33))
+    assert out.alpha.item() == pytest.approx(0.221899, abs=1e-6) and alpha == pytest.approx(0.221899, abs=1e-6)
+    # k = clip(ceil(0.221899 · 12 = 2.663), 2, 12 / 2 = 6) = 3 → I = the 3 largest positive d: {10, 2, 7}
+    assert out.k.item() == 3
+    assert out.mask[0].nonzero().flatten().tolist() == [2, 7, 10]
+    want = s_b.clone()
+    # s'_i = ln P_i − α |ln Q_i + 2.5|:
+    want[0, 10] = math.log(0.02) - alpha * abs(math.log(0.07) + 2.5)  # −3.912023 − α·0.159302 = −3.947372
+    want[0, 2] = math.log(0.10) - alpha * abs(math.log(0.30) + 2.5)  # −2.302585 − α·1.296027 = −2.590177
+    want[0, 7] = math.log(0.02) - alpha * abs(math.log(0.05) + 2.5)  # −3.912023 − α·0.495732 = −4.022026
+    assert want[0, 10].item() == pytest.approx(-3.947372, abs=1e-5)
+    torch.testing.assert_close(out.logits, want)
+
+
+def test_socd_step_by_hand_code():
+    s_b, s_t = hand_logits()
+    out = socd_logits(s_b, s_t, divergence="tvd", variant="code", k_min=2)
+    alpha = math.log(1.33) / (1 + math.log(1.33))
+    # k = clip(floor(2.663), 2, 12) = 2 → I = {10, 2}
+    assert out.k.item() == 2
+    assert out.mask[0].nonzero().flatten().tolist() == [2, 10]
+    want = s_b.clone()
+    # The raw toxic logit: at token 10 it is negative, so the "suppression" raises the logit.
+    want[0, 10] = math.log(0.02) - alpha * (math.log(0.07) + 2.5)  # −3.912023 + α·0.159302 = −3.876674
+    want[0, 2] = math.log(0.10) - alpha * (math.log(0.30) + 2.5)  # −2.590177
+    assert want[0, 10].item() == pytest.approx(-3.876674, abs=1e-5)
+    torch.testing.assert_close(out.logits, want)
+
+
+def test_socd_rows_with_different_k_and_few_positives():
+    # Row 1 is row 0 of the hand test; row 2: Q2 = 0.97·P except token 5, which takes the rest:
+    # Q2_5 = 1 − 0.97 · 0.9 = 0.127, so only d_5 = ln 1.27 > 0 (the others are ln 0.97 < 0).
+    q2 = [0.97 * p for p in P]
+    q2[5] = 1 - 0.97 * 0.9
+    s_b = torch.tensor([P, P]).log()
+    s_t = torch.cat([torch.tensor([Q]).log() + TOXIC_SHIFT, torch.tensor([q2]).log()])
+    out = socd_logits(s_b, s_t, divergence="tvd", variant="paper", k_min=2)
+    # TVD row 2 = ½(0.03 · 0.9 + 0.027) = 0.027; α = ln 1.027 / (1 + ln 1.027) = 0.026642 / 1.026642 = 0.025951
+    assert out.alpha[1].item() == pytest.approx(0.025951, abs=1e-6)
+    # k = clip(ceil(0.311), 2, 6) = 2, but one entry is positive: I = {5}
+    assert out.k.tolist() == [3, 2]
+    assert out.mask[1].nonzero().flatten().tolist() == [5]
+    assert out.mask[0].nonzero().flatten().tolist() == [2, 7, 10]
+    assert out.logits[1, 5].item() == pytest.approx(math.log(0.1) - 0.025951 * abs(math.log(0.127)), abs=1e-5)
+
+
+def test_cd_step_by_hand():
+    s_b, s_t = hand_logits()
+    out = cd_logits(s_b, s_t, alpha=0.1, beta=0.5)
+    # V_valid: ln P_i ≥ ln 0.25 + ln 0.1 = ln 0.025 → tokens 0–5 (P ≥ 0.1); the 0.02 tokens are out.
+    assert torch.isinf(out[0, 6:]).all() and torch.isfinite(out[0, :6]).all()
+    # s_CD = 1.5 ln P − 0.5 (ln Q + 2.5); token 2: 1.5(−2.302585) − 0.5(1.296027) = −3.453878 − 0.648014 = −4.101891
+    assert out[0, 2].item() == pytest.approx(-4.101891, abs=1e-5)
+    want = 1.5 * torch.tensor(P).log()[:6] - 0.5 * (torch.tensor(Q).log()[:6] + TOXIC_SHIFT)
+    torch.testing.assert_close(out[0, :6], want)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Per-row float64 reference
+
+
+def socd_row_reference(s_b, s_t, name, variant, k_min):
+    """One row, float64, plain Python: the SPEC §3 recipe written out without vectorisation."""
+    s_b, s_t = s_b.double(), s_t.double()
+    lp, lq = s_b.log_softmax(0), s_t.log_softmax(0)
+    if variant == "code" and name == "emd":
+        name = "emd_l2"
+    delta = divergence_reference(name, lp.exp().numpy(), lq.exp().numpy())
+    alpha = math.log1p(delta) / (1 + math.log1p(delta))
+    vocab = len(s_b)
+    if variant == "paper":
+        k = min(max(math.ceil(alpha * vocab), k_min), vocab // 2)
+    else:
+        k = min(max(math.floor(alpha * vocab), k_min), vocab)
+    d = (lq - lp).tolist()
+    chosen = sorted((i for i in range(vocab) if d[i] > 0), key=lambda i: -d[i])[:k]
+    out = s_b.clone()
+    for i in chosen:
+        out[i] -= alpha * (abs(s_t[i]) if variant == "paper" else s_t[i])
+    return out, alpha, k, sorted(chosen)
+
+
+@pytest.mark.parametrize("variant", ["paper", "code"])
+@pytest.mark.parametrize("name", ["fkl", "rkl", "js", "jsd", "tvd", "emd", "emd_l2"])
+def test_vectorised_equals_per_row_reference(name, variant):
+    g = torch.Generator().manual_seed(7)
+    batch, vocab, width = 6, 300, 320
+    s_b = 2 * torch.randn(batch, width, generator=g)
+    # Rows from near-identical to very different, so k spans k_min … large.
+    scale = torch.tensor([0.01, 0.1, 0.5, 1.0, 2.0, 4.0])[:, None]
+    s_t = s_b + scale * torch.randn(batch, width, generator=g)
+    s_b[:, vocab:] = 50.0  # padded columns with huge logits must be ignored
+    out = socd_logits(s_b, s_t, divergence=name, variant=variant, k_min=10, vocab_size=vocab)
+    assert out.logits.shape == (batch, width) and out.logits.dtype == torch.float32
+    assert torch.isneginf(out.logits[:, vocab:]).all()
+    for r in range(batch):
+        want, alpha, k, chosen = socd_row_reference(s_b[r, :vocab], s_t[r, :vocab], name, variant, 10)
+        assert out.alpha[r].item() == pytest.approx(alpha, rel=1e-4, abs=1e-6)
+        assert out.k[r].item() == k
+        assert out.mask[r].nonzero().flatten().tolist() == chosen
+        torch.testing.assert_close(out.logits[r, :vocab].double(), want, rtol=1e-5, atol=1e-5)
+    assert len(set(out.k.tolist())) > 2  # the rows really have different k
+
+
+def test_vocab_size_masks_padded_columns_of_both_widths():
+    # Qwen2.5-7B has 152,064 columns, 0.5B 151,936: the toxic logits may be narrower than the base ones.
+    g = torch.Generator().manual_seed(0)
+    s_b, s_t = torch.randn(3, 40, generator=g), torch.randn(3, 36, generator=g)
+    out = socd_logits(s_b, s_t, divergence="emd", vocab_size=30, k_min=2)
+    assert out.logits.shape == (3, 40) and torch.isneginf(out.logits[:, 30:]).all()
+    same = socd_logits(s_b[:, :30], s_t[:, :30], divergence="emd", k_min=2)
+    torch.testing.assert_close(out.logits[:, :30], same.logits)
+    with pytest.raises(ModelError, match="pass vocab_size"):
+        socd_logits(s_b, s_t, divergence="emd")
+    with pytest.raises(ModelError, match="vocab_size 38 does not fit"):
+        socd_logits(s_b, s_t, divergence="emd", vocab_size=38)
+    with pytest.raises(ModelError, match=r"toxic logits \(2, 36\) do not match base logits \(3, 40\)"):
+        socd_logits(s_b, s_t[:2], divergence="emd", vocab_size=30)
+    with pytest.raises(ModelError, match=r"must be \[batch, width\]"):
+        cd_logits(s_b[0], s_t[0])
+
+
+@pytest.mark.parametrize("variant", ["paper", "code"])
+def test_bf16_inputs_are_computed_in_float32(variant):
+    g = torch.Generator().manual_seed(1)
+    s_b, s_t = (3 * torch.randn(4, 500, generator=g)).bfloat16(), (3 * torch.randn(4, 500, generator=g)).bfloat16()
+    out = socd_logits(s_b, s_t, divergence="js", variant=variant)
+    ref = socd_logits(s_b.float(), s_t.float(), divergence="js", variant=variant)
+    assert out.logits.dtype == torch.float32
+    torch.testing.assert_close(out.logits, ref.logits, rtol=0, atol=0)
+    assert torch.equal(out.mask, ref.mask)
+    cd = cd_logits(s_b, s_t)
+    assert cd.dtype == torch.float32 and torch.equal(cd, cd_logits(s_b.float(), s_t.float()))
+
+
+def test_code_variant_emd_means_l2():
+    g = torch.Generator().manual_seed(2)
+    s_b, s_t = torch.randn(2, 100, generator=g), torch.randn(2, 100, generator=g)
+    a = socd_logits(s_b, s_t, divergence="emd", variant="code")
+    b = socd_logits(s_b, s_t, divergence="emd_l2", variant="code")
+    c = socd_logits(s_b, s_t, divergence="emd", variant="paper")
+    torch.testing.assert_close(a.alpha, b.alpha)
+    assert not torch.allclose(a.alpha, c.alpha)
+    assert make_combiner("socd-emd", "code").divergence == "emd_l2"
+
+
+def test_k_is_clipped_to_half_the_vocabulary_in_the_paper_variant():
+    # Nearly disjoint: P ≈ 0.1 on tokens 0–9, Q ≈ 0.1 on tokens 10–19, each e^−20 elsewhere, V = 20.
+    s_b = torch.tensor([[10.0] * 10 + [-10.0] * 10])
+    s_t = torch.tensor([[-10.0] * 10 + [10.0] * 10])
+    paper = socd_logits(s_b, s_t, divergence="fkl", variant="paper", k_min=2)
+    code = socd_logits(s_b, s_t, divergence="fkl", variant="code", k_min=2)
+    # KL(P‖Q) ≈ Σ 0.1 ln(0.1 / (0.1 e^−20)) = 20; α = ln 21 / (1 + ln 21) = 3.044522 / 4.044522 = 0.752752
+    assert paper.alpha.item() == pytest.approx(0.752752, abs=1e-5)
+    # paper: clip(ceil(15.06), 2, 10) = 10; code: clip(floor(15.06), 2, 20) = 15
+    assert paper.k.item() == 10 and code.k.item() == 15
+    assert paper.mask.sum().item() == 10 and code.mask.sum().item() == 10  # only 10 entries have d > 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Combiners
+
+
+def test_parse_method_and_errors():
+    assert parse_method("socd-emd") == ("socd", "emd")
+    assert parse_method("cd") == ("cd", None) and parse_method("prompt") == ("prompt", None)
+    assert len(METHODS) == 9
+    for bad in ["socd", "socd-kl", "CD", "dexperts"]:
+        with pytest.raises(ConfigError, match=r"unknown rewriting method .*'socd-emd_l2'"):
+            parse_method(bad)
+    with pytest.raises(ConfigError, match="unknown SoCD variant"):
+        make_combiner("socd-emd", "released")
+    with pytest.raises(ConfigError, match="CD alpha"):
+        make_combiner("cd", cd_alpha=0.0)
+    with pytest.raises(ConfigError, match=r"k_min = 7 must lie in \[1, k_max = 6\]"):
+        make_combiner("socd-tvd", k_min=7, vocab_size=12)
+
+
+def test_combiners_match_the_functions():
+    g = torch.Generator().manual_seed(3)
+    s_b, s_t = torch.randn(3, 64, generator=g), torch.randn(3, 64, generator=g)
+    prompt = make_combiner("prompt", vocab_size=60)
+    assert not prompt.needs_toxic
+    logits, stats = prompt(s_b)
+    assert logits.shape == (3, 60) and stats == {} and torch.equal(logits, s_b[:, :60])
+
+    cd = make_combiner("cd", cd_alpha=0.2, cd_beta=1.0, vocab_size=60)
+    assert cd.needs_toxic
+    torch.testing.assert_close(cd(s_b, s_t)[0], cd_logits(s_b, s_t, alpha=0.2, beta=1.0, vocab_size=60)[:, :60])
+
+    socd = make_combiner("socd-jsd", k_min=3, vocab_size=60)
+    logits, stats = socd(s_b, s_t)
+    ref = socd_logits(s_b, s_t, divergence="jsd", k_min=3, vocab_size=60)
+    torch.testing.assert_close(logits, ref.logits[:, :60])
+    assert torch.equal(stats["k"], ref.k) and torch.equal(stats["alpha"], ref.alpha)
+    with pytest.raises(ModelError, match="needs the toxic model"):
+        socd(s_b, None)
+    assert isinstance(socd, Combiner)
+
+
+def test_socd_does_not_modify_its_inputs():
+    s_b, s_t = torch.randn(2, 50), torch.randn(2, 50)
+    before = s_b.clone(), s_t.clone()
+    socd_logits(s_b, s_t, divergence="tvd")
+    make_combiner("socd-tvd")(s_b, s_t)
+    assert torch.equal(s_b, before[0]) and torch.equal(s_t, before[1])
+
+
+def test_suppression_only_lowers_masked_logits_in_the_paper_variant():
+    g = torch.Generator().manual_seed(4)
+    s_b, s_t = torch.randn(5, 200, generator=g), torch.randn(5, 200, generator=g)
+    out = socd_logits(s_b, s_t, divergence="emd")
+    diff = out.logits - s_b
+    assert (diff[out.mask] <= 0).all() and (diff[~out.mask] == 0).all()
+    assert np.allclose(diff[out.mask].numpy(), -(out.alpha[:, None] * s_t.abs())[out.mask].numpy(), atol=1e-6)
