@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from _tiny_detoxify import JIGSAW_CLASSES, save_tiny_detoxify
 from hspd.errors import ConfigError, DataError, ModelError
 from hspd.scoring import DIMENSIONS, direct_toxicity, fusion_scores, rank_candidates
 
@@ -244,46 +245,9 @@ def test_direct_toxicity_errors(corpora, message):
 # transformers' BERT takes seconds; the tests themselves take well under a second each)
 # ---------------------------------------------------------------------------------------------------------
 
-JIGSAW_CLASSES = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
-WORDS = ("the a an and or but not is are was were be this that these those you he she they we it of to in on for "
-         "with as at by from people women men group hate love good bad terrible fact text they them their our "
-         "your my all some every no never always very so too just like think know say said want need go went "
-         "make made see saw come came take took should would could can will must").split()
-
-
-def _save_tiny_detoxify(folder, classes=JIGSAW_CLASSES, **extra):
-    """A random-weight BertForSequenceClassification saved the way Detoxify's training code saves it."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'\"-:;()")
-    pieces = ["##" + v + c for v in "aeiou" for c in "nrstldgmck"] + ["##s", "##ed", "##ing", "##ly", "##er"]
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars] + pieces + WORDS
-    assert 200 < len(vocab) < 400
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), model_max_length=64)
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, num_labels=len(classes))
-    config.save_pretrained(folder)
-    model = BertForSequenceClassification(config).eval()
-    ckpt = {
-        "config": {"arch": {"args": {"model_type": str(folder), "model_name": "BertForSequenceClassification",
-                                     "tokenizer_name": "BertTokenizerFast", "num_classes": len(classes)}},
-                   "dataset": {"args": {"classes": list(classes)}}},
-        "state_dict": model.state_dict(),
-        **extra,
-    }
-    path = folder / "detoxify.ckpt"
-    torch.save(ckpt, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    return _save_tiny_detoxify(tmp_path_factory.mktemp("detoxify") / "tiny")
+    return save_tiny_detoxify(tmp_path_factory.mktemp("detoxify") / "tiny")
 
 
 @pytest.fixture(scope="module")
@@ -369,7 +333,7 @@ def test_toxicity_scorer_bad_checkpoints(tmp_path, tiny_checkpoint):
     (tmp_path / "text.ckpt").write_text("not a checkpoint")
     with pytest.raises(ModelError, match=r"text\.ckpt: cannot load"):
         ToxicityScorer({"checkpoint": str(tmp_path / "text.ckpt")})
-    five = _save_tiny_detoxify(tmp_path / "five", classes=JIGSAW_CLASSES[:5])
+    five = save_tiny_detoxify(tmp_path / "five", classes=JIGSAW_CLASSES[:5])
     with pytest.raises(ModelError, match=r"has no \['identity_attack'\] output"):
         ToxicityScorer({"checkpoint": str(five)})
 

@@ -10,6 +10,8 @@ the same columns with the text replaced, plus provenance columns.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import sys
 from pathlib import Path
@@ -44,12 +46,20 @@ def check_texts(df, column: str, path) -> list[int]:
     return bad
 
 
+def texts_digest(originals) -> str:
+    """SHA-256 of the (id, text) pairs to rewrite: candidates made from other texts are never reused."""
+    digest = hashlib.sha256()
+    for text_id, text in zip(originals["id"], originals["text"]):
+        digest.update(f"{text_id}\x1f{text}\x1e".encode())
+    return digest.hexdigest()
+
+
 def detoxify_command(args) -> int:
     import pandas as pd
 
-    from hspd.io import read_table, write_json, write_table
+    from hspd.io import read_json, read_table, write_json, write_table
     from hspd.models import load_causal_lm, load_tokenizer, set_offline
-    from hspd.rewrite import rewrite_shard
+    from hspd.rewrite import DEFAULT_CANDIDATES, rewrite_shard
     from hspd.scoring import SentenceEmbedder, ToxicityScorer, rank_candidates
     from hspd.socd import parse_method
 
@@ -72,7 +82,9 @@ def detoxify_command(args) -> int:
                         f"{bad[:20]}{' …' if len(bad) > 20 else ''}; fix them or pass --skip-bad-rows")
     # Ids join candidates to texts: the --id-column, an existing `id` column, or row numbers.
     id_column = args.id_column or ("id" if "id" in df.columns else None)
-    ids = df[id_column].astype(str) if id_column else pd.Series([f"row-{i}" for i in range(1, len(df) + 1)])
+    ids = df[id_column] if id_column else pd.Series([f"row-{i}" for i in range(1, len(df) + 1)])
+    if ids.isna().any():
+        raise HSPDError(f"input {inp}: rows {(ids.index[ids.isna()] + 1).tolist()[:20]} have no `{id_column}`")
     if ids.duplicated().any():
         raise HSPDError(f"input {inp}: duplicate ids in `{id_column}`: {ids[ids.duplicated()].head(5).tolist()}")
     originals = df.drop(columns=[id_column] if id_column else []).rename(columns={args.text_column: "text"})
@@ -82,33 +94,52 @@ def detoxify_command(args) -> int:
         log.warning("skipping %d row(s) with no text: %s", len(bad), bad)
 
     base_spec = model_spec(args.base)
-    tokenizer = load_tokenizer(base_spec, "base")
-    base = load_causal_lm(base_spec, "base", device=args.device)
-    toxic = None
-    if args.method != "prompt":
-        if not args.toxic:
-            raise HSPDError(f"method {args.method} needs --toxic (the small toxic model)")
-        toxic = load_causal_lm(model_spec(args.toxic), "toxic", device=args.device)
-    variant = args.variant
-    from hspd.rewrite import DEFAULT_CANDIDATES
-
-    temperatures, samples = DEFAULT_CANDIDATES[variant]
-    rewrite_shard(originals[["id", "text"]], base_model=base, toxic_model=toxic, tokenizer=tokenizer,
-                  method=args.method, variant=variant, temperatures=temperatures, samples_per_temperature=samples,
-                  seed=args.seed, max_new_tokens=args.max_new_tokens, batch_texts=args.batch_size, k_min=args.k_min,
-                  cd_alpha=0.1, cd_beta=0.5, output_path=candidates_path, progress=True)
-    del base, toxic
-
-    candidates = read_table(candidates_path, ["id", "candidate", "text", "valid"], what="candidates")
+    toxic_spec = model_spec(args.toxic) if args.toxic else None
+    if args.method != "prompt" and toxic_spec is None:
+        raise HSPDError(f"method {args.method} needs --toxic (the small toxic model)")
+    temperatures, samples = DEFAULT_CANDIDATES[args.variant]
+    # Candidates are reused (resumed, or kept when only λ changes) only if they were made the same way.
+    settings = {"method": args.method, "variant": args.variant, "base": base_spec, "toxic": toxic_spec,
+                "seed": args.seed, "max_new_tokens": args.max_new_tokens, "k_min": args.k_min,
+                "temperatures": list(temperatures), "samples_per_temperature": samples,
+                "texts_sha256": texts_digest(originals)}
+    settings_path = candidates_path.with_name(candidates_path.name + ".settings.json")
+    partial = candidates_path.with_name(candidates_path.name + ".partial")
+    if candidates_path.exists() or partial.exists():
+        previous = read_json(settings_path) if settings_path.exists() else None
+        if previous != json.loads(json.dumps(settings)):
+            stale = candidates_path if candidates_path.exists() else partial
+            raise HSPDError(f"{stale} was made from other texts or settings ({settings_path}); delete it to "
+                            "start over, or repeat the command that made it")
+    # The scorer and the embedder load before decoding, so a wrong path fails in seconds, not after hours.
     scorer = ToxicityScorer(scorer_spec(args.scorer))
     embedder = SentenceEmbedder(model_spec(args.embedder), "embedder")
+    write_json(settings, settings_path)
+
+    if candidates_path.exists():
+        log.info("reusing the finished candidates in %s", candidates_path)
+    else:
+        tokenizer = load_tokenizer(base_spec, "base")
+        base = load_causal_lm(base_spec, "base", device=args.device)
+        toxic = load_causal_lm(toxic_spec, "toxic", device=args.device) if args.method != "prompt" else None
+        rewrite_shard(originals[["id", "text"]], base_model=base, toxic_model=toxic, tokenizer=tokenizer,
+                      method=args.method, variant=args.variant, temperatures=temperatures,
+                      samples_per_temperature=samples, seed=args.seed, max_new_tokens=args.max_new_tokens,
+                      batch_texts=args.batch_size, k_min=args.k_min, cd_alpha=0.1, cd_beta=0.5,
+                      output_path=candidates_path, progress=True)
+        del base, toxic
+
+    candidates = read_table(candidates_path, ["id", "candidate", "text", "valid"], what="candidates")
     corpus, _, report = rank_candidates(originals, candidates, scorer=scorer, embedder=embedder, lam=args.lam,
                                         batch_size=64)
     # Without an id column the output keeps `id` = row-N, so dropped texts can be traced to input rows.
     corpus = corpus.rename(columns={"text": args.text_column, "id": id_column or "id"})
+    report_path = write_json({**report, **settings, "lam": args.lam, "skipped_rows": bad},
+                             out.with_name(out.name + ".report.json"))
+    if corpus.empty:
+        raise HSPDError(f"no text got a valid candidate (each one hit --max-new-tokens {args.max_new_tokens} or "
+                        f"came back empty): see {report_path} and {candidates_path}; {out} was not written")
     write_table(corpus, out)
-    write_json({**report, "method": args.method, "variant": variant, "lam": args.lam, "base": base_spec,
-                "skipped_rows": bad}, out.with_name(out.name + ".report.json"))
     log.info("wrote %s (%d of %d texts); report %s", out, len(corpus), len(df), report)
     return 0
 
