@@ -42,7 +42,7 @@ def scorer_files():
 
 
 def resources_of(rule_name, size=None):
-    """Cluster resources of a rule from the config (`resources:`), with per-size overrides.
+    """Cluster resources from the config (`resources:` of `rule_name`), with per-size overrides.
 
     `size` is a function of the wildcards (a target's size class, or a base model's name)."""
     def get(key):
@@ -111,3 +111,38 @@ def final_outputs():
         "results/figures/fig2_divergences.png",
         "results/figures/ppl_vs_tp.png",
     ]
+
+
+# ------------------------------------------------------------------------------------------------------
+# Inputs and params that depend on wildcards
+# ------------------------------------------------------------------------------------------------------
+
+def toxic_model_input(wc):
+    """Only the contrastive methods read the toxic model."""
+    return [] if wc.method == "prompt" else ["results/models/toxic"]
+
+
+def corpus_file(wc):
+    method, base = parse_corpus(wc.corpus)
+    return f"results/corpora/{base}/{method}.jsonl"
+
+
+def target_spec(wc):
+    return config["models"][config["targets"][wc.target]["model"]]
+
+
+def target_files(wc):
+    return model_files(config["targets"][wc.target]["model"])
+
+
+def mmlu_task_files(wc):
+    m = config["evaluation"]["mmlu"]
+    return [m["local"], m["dev"]] if "local" in m else []
+
+
+def run_files(kind):
+    """Every per-run result file of one kind over all evaluated models and evaluation seeds."""
+    parts = ft_dirs()
+    if kind == "mmlu":
+        return [f"results/eval/{t}/{c}/{f}/mmlu.json" for t, c, f in parts]
+    return [f"results/eval/{t}/{c}/{f}/seed{s}/{kind}.json" for t, c, f in parts for s in EVAL_SEEDS]

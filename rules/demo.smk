@@ -64,7 +64,7 @@ if "demo" in config:
             arch=lambda wc: DEMO["models"][wc.name]["arch"],
             size=lambda wc: DEMO["models"][wc.name]["size"],
             seed=DEMO["seed"],
-            steps=DEMO["pretrain"]["steps"],
+            steps=lambda wc: DEMO["models"][wc.name].get("steps", DEMO["pretrain"]["steps"]),
             lr=DEMO["pretrain"]["lr"],
             batch_size=DEMO["pretrain"]["batch_size"],
             seq_len=DEMO["pretrain"]["seq_len"],

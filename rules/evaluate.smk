@@ -106,11 +106,6 @@ rule diversity:
         "../workflow/scripts/diversity.py"
 
 
-def mmlu_task_files(wc):
-    m = EVAL["mmlu"]
-    return [m["local"], m["dev"]] if "local" in m else []
-
-
 rule mmlu:
     input:
         model=evaluated_model,
@@ -136,14 +131,6 @@ rule mmlu:
         ENV_TORCH
     script:
         "../workflow/scripts/mmlu.py"
-
-
-def run_files(kind):
-    """Every per-run result file of one kind over all evaluated models and evaluation seeds."""
-    parts = ft_dirs()
-    if kind == "mmlu":
-        return [f"results/eval/{t}/{c}/{f}/mmlu.json" for t, c, f in parts]
-    return [f"results/eval/{t}/{c}/{f}/seed{s}/{kind}.json" for t, c, f in parts for s in EVAL_SEEDS]
 
 
 rule aggregate:

@@ -3,19 +3,6 @@
 FT = config["finetune"]
 
 
-def corpus_file(wc):
-    method, base = parse_corpus(wc.corpus)
-    return f"results/corpora/{base}/{method}.jsonl"
-
-
-def target_spec(wc):
-    return config["models"][config["targets"][wc.target]["model"]]
-
-
-def target_files(wc):
-    return model_files(config["targets"][wc.target]["model"])
-
-
 rule sample_finetune_set:
     input:
         corpus=corpus_file,

@@ -4,11 +4,6 @@
 REWRITE = config["rewrite"]
 
 
-def toxic_model_input(wc):
-    """Only the contrastive methods read the toxic model."""
-    return [] if wc.method == "prompt" else ["results/models/toxic"]
-
-
 rule rewrite_candidates:
     input:
         corpus="results/data/dghs_id.jsonl",

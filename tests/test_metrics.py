@@ -202,3 +202,34 @@ def test_run_record_collects_the_json_outputs():
     assert row["ft"] == "ft0" and row["tp_ood"] == 0.2 and row["dist3"] == 0.7 and row["mmlu"] == 0.3
     assert math.isnan(row["ppl"])
     assert set(M.METRICS) <= set(row)
+
+
+def _run_outputs(k):
+    """Per-run JSON outputs with values that identify the run ``k``."""
+    toxigen = {"tp_id": 0.1 * k, "tp_ood": 0.2, "emt_id": 0.3, "emt_ood": 0.4}
+    return toxigen, {"ppl": 10.0 + k}, {"dist1": 0.5, "dist2": 0.6, "dist3": 0.7}
+
+
+def test_aggregate_runs_orders_models_and_seeds():
+    models = [{"target": "gpt2", "corpus": "original", "ft": "base"},
+              {"target": "gpt2", "corpus": "cd_q", "ft": "ft0"}, {"target": "gpt2", "corpus": "cd_q", "ft": "ft1"}]
+    seeds = [42, 43]
+    outs = [_run_outputs(k) for k in range(6)]
+    runs, summary = M.aggregate_runs(models, seeds, toxigen=[o[0] for o in outs], perplexity=[o[1] for o in outs],
+                                     diversity=[o[2] for o in outs], mmlu=[{"acc": 0.25}, {"acc": 0.5}, {"acc": 0.75}])
+    assert runs[["corpus", "ft", "seed"]].values.tolist() == [["original", "base", 42], ["original", "base", 43],
+                                                            ["cd_q", "ft0", 42], ["cd_q", "ft0", 43],
+                                                            ["cd_q", "ft1", 42], ["cd_q", "ft1", 43]]
+    assert runs["ppl"].tolist() == [10, 11, 12, 13, 14, 15]
+    assert runs["mmlu"].tolist() == [0.25, 0.25, 0.5, 0.5, 0.75, 0.75]  # MMLU once per model
+    # Fine-tuning and evaluation seeds pool into one mean ± std per (target, corpus).
+    row = summary.set_index("corpus").loc["cd_q"]
+    assert row["n_seeds"] == 4 and row["ppl_mean"] == pytest.approx(13.5)
+    assert row["tp_id_mean"] == pytest.approx(0.35) and row["mmlu_mean"] == pytest.approx(0.625)
+
+
+def test_aggregate_runs_counts_must_match():
+    models = [{"target": "gpt2", "corpus": "original", "ft": "base"}]
+    t, p, d = _run_outputs(0)
+    with pytest.raises(DataError, match=r"1 toxigen results for 1 models × 2 seeds \(expected 2\)"):
+        M.aggregate_runs(models, [42, 43], toxigen=[t], perplexity=[p, p], diversity=[d, d], mmlu=[{"acc": 0.3}])

@@ -148,3 +148,20 @@ def test_figures_bad_input(summary, tmp_path):
     with pytest.raises(DataError, match=r"missing column\(s\) \['ppl_std'\]"):
         plots.plot_ppl_vs_tp(summary.drop(columns="ppl_std"), out)
     assert not out.exists()
+
+
+def test_grid_rows_and_paper_tables(summary):
+    main = {"targets": ["gpt2-xl", "llama2-7b"], "bases": ["qwen2.5-3b"], "methods": ["socd-emd"]}
+    assert tables.grid_rows(main) == [("gpt2-xl", "original"), ("gpt2-xl", "socd-emd_qwen2.5-3b"),
+                                      ("llama2-7b", "original"), ("llama2-7b", "socd-emd_qwen2.5-3b")]
+    t1, t3 = tables.paper_tables(summary, main)
+    # Table 1: the first target; Table 3: the others, per method.
+    assert t1["Model"].tolist() == ["gpt2-xl", "socd-emd_qwen2.5-3b"]
+    assert t1["tp_id_mean"].tolist() == pytest.approx([0.505, 0.385])
+    assert t3[["Target", "Method"]].values.tolist() == [["llama2-7b", "original"],
+                                                       ["llama2-7b", "socd-emd_qwen2.5-3b"]]
+    # A grid of one target: Table 3 shows that target rather than nothing.
+    _, t3_single = tables.paper_tables(summary, {**main, "targets": ["gpt2-xl"]})
+    assert t3_single["Target"].tolist() == ["gpt2-xl", "gpt2-xl"]
+    with pytest.raises(DataError, match="no results"):
+        tables.paper_tables(summary, {**main, "methods": ["cd"]})
