@@ -46,8 +46,7 @@ def loads(monkeypatch):
         return _tiny.scripted(_tiny.qwen2(0 if name == "base" else 1), script)
 
     monkeypatch.setattr(models, "load_causal_lm", fake_load)
-    with _tiny.single_thread():
-        yield calls
+    return calls
 
 
 def args(assets, inp, out, *extra):

@@ -17,12 +17,6 @@ from hspd.socd import make_combiner
 V = _tiny.VOCAB
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with _tiny.single_thread():
-        yield
-
-
 @pytest.fixture(scope="module")
 def tok():
     return _tiny.tokenizer()

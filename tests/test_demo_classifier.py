@@ -15,17 +15,6 @@ from hspd.io import read_table
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    # Tiny matrices gain nothing from a second thread, and lose a lot when the cores are shared.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def trained(tmp_path_factory, one_thread):
     corpus = make_demo_corpus(tmp_path_factory.mktemp("corpus"), seed=0)
     ckpt = K.train_demo_classifier(corpus["classifier_train"], tmp_path_factory.mktemp("clf"), seed=0)

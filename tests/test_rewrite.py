@@ -12,12 +12,6 @@ from hspd.rewrite import (ASSISTANT_PREFIX, RECORD_FIELDS, SYSTEM_PROMPT, USER_T
                           candidate_plan, extract_answer, rewrite_shard, select_shard)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with _tiny.single_thread():
-        yield
-
-
 @pytest.fixture(scope="module")
 def tok():
     return _tiny.tokenizer()

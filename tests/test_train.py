@@ -31,15 +31,6 @@ from hspd.train import (  # noqa: E402
 TEXTS = TOXIC + CLEAN  # 12 texts of different lengths
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models gain nothing from intra-op threads, and two threads on a busy 2-core box run ~20× slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tok():
     return tiny_tokenizer()
