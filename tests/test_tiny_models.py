@@ -106,9 +106,11 @@ def test_demo_pretraining_texts_use_the_decoders_prompt(tok):
     from hspd.rewrite import build_prompt
 
     texts = demo_pretraining_texts([(TOXIC[0], CLEAN[0])], [CLEAN[1]], tok)
-    assert texts == [CLEAN[1] + "<|im_end|>",
+    assert texts == [CLEAN[1] + "<|im_end|>", TOXIC[0] + "<|im_end|>",
                      build_prompt(tok, TOXIC[0]) + CLEAN[0] + "</answer><|im_end|>"]
-    assert "Here is the transcription result: <answer>" + CLEAN[0] in texts[1]
+    assert "Here is the transcription result: <answer>" + CLEAN[0] in texts[2]
+    assert demo_pretraining_texts([(TOXIC[0], CLEAN[0])], [CLEAN[1]], tok, toxic_web_text=False) == [
+        texts[0], texts[2]]
     with pytest.raises(ConfigError, match="rewrite pair 1 has an empty or non-string side"):
         demo_pretraining_texts([(TOXIC[0], CLEAN[0]), (TOXIC[1], " ")], [], tok)
     with pytest.raises(ConfigError, match="demo pretraining text 0 is empty"):

@@ -42,12 +42,12 @@ def rule_job(snakemake, *, offline: bool | None = None):
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
                         format="%(asctime)s %(levelname)s %(message)s")
     threads = int(getattr(snakemake, "threads", 1) or 1)
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:
-        pass
+    # Thread counts for torch's and numpy's pools, read when they are first imported: rules that never load a
+    # model do not pay torch's import (~2 s) just to set them.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
     start = time.time()
     log.info("rule %s, threads %d, host %s", getattr(snakemake, "rule", "?"), threads, platform.node())
     try:

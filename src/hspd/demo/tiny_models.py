@@ -125,13 +125,16 @@ def count_parameters(model) -> int:
 
 
 def demo_pretraining_texts(rewrite_pairs: Sequence[tuple[str, str]], plain_texts: Sequence[str],
-                           tokenizer) -> list[str]:
-    """Plain corpus texts and rewriting demonstrations, one training text each.
+                           tokenizer, *, toxic_web_text: bool = True) -> list[str]:
+    """Plain corpus texts, toxic "web text" and rewriting demonstrations, one training text each.
 
     A demonstration is exactly the prompt the decoder sends (``hspd.rewrite.build_prompt``: chat template with
     the SPEC §3 system and user messages, then the assistant prefix ``Here is the transcription result:
-    <answer>``) followed by ``{clean}</answer>`` and the end-of-turn token. Plain texts end with EOS so the
-    models learn to stop. The order is plain texts, then demonstrations; training shuffles.
+    <answer>``) followed by ``{clean}</answer>`` and the end-of-turn token. With ``toxic_web_text`` the toxic
+    side of each pair also stands alone, as hate speech does in a real model's web pre-training: the
+    un-fine-tuned targets then continue toxic prompts toxically, as GPT2-XL does, and fine-tuning on a
+    detoxified corpus has something to remove. Plain texts end with EOS so the models learn to stop. The order
+    is plain texts, toxic texts, then demonstrations; training shuffles.
     """
     # The decoder's own prompt and stop string, so the demo base model learns exactly what it will be asked.
     from hspd.rewrite import ASSISTANT_PREFIX, STOP_STRING, build_prompt
@@ -148,6 +151,9 @@ def demo_pretraining_texts(rewrite_pairs: Sequence[tuple[str, str]], plain_texts
         toxic, clean = pair
         if not (isinstance(toxic, str) and toxic.strip() and isinstance(clean, str) and clean.strip()):
             raise ConfigError(f"rewrite pair {i} has an empty or non-string side: {pair!r}")
+    if toxic_web_text:
+        texts += [toxic + tokenizer.eos_token for toxic, _ in rewrite_pairs]
+    for toxic, clean in rewrite_pairs:
         prompt = build_prompt(tokenizer, toxic)
         if not prompt.endswith(ASSISTANT_PREFIX):
             raise ModelError(f"build_prompt does not end with the assistant prefix {ASSISTANT_PREFIX!r}: "
