@@ -50,6 +50,8 @@ rule toxigen_score:
         offline=config["offline"],
     log:
         "logs/toxigen_score/{target}/{corpus}/{ft}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/toxigen_score/{target}/{corpus}/{ft}/seed{seed}.tsv"
     threads: threads_of("toxigen_score")
     resources:
         **resources_of("toxigen_score"),
