@@ -152,3 +152,27 @@ def test_schema_file_is_the_one_loaded():
 def test_schema_methods_match_the_library():
     schema = yaml.safe_load(cfg.SCHEMA_PATH.read_text())
     assert tuple(schema["definitions"]["method"]["enum"]) == cfg.METHODS
+
+
+def test_command_line_strings_become_the_types_the_schema_wants(paper):
+    # `snakemake --config ranking={lam: 0.3}` hands nested values over as strings.
+    c = copy.deepcopy(paper)
+    c["ranking"]["lam"] = "0.3"
+    c["finetune"]["seeds"] = ["1", "2"]
+    c["evaluation"]["unidetox_compat"] = "true"
+    c["evaluation"]["mmlu"]["limit"] = "null"
+    cfg.validate(c)
+    assert c["ranking"]["lam"] == 0.3 and c["finetune"]["seeds"] == [1, 2]
+    assert c["evaluation"]["unidetox_compat"] is True and c["evaluation"]["mmlu"]["limit"] is None
+    # Strings that do not read as the wanted type still fail, naming the key.
+    c["ranking"]["lam"] = "high"
+    with pytest.raises(ConfigError, match=r"ranking\.lam: 'high' is not of type 'number'"):
+        cfg.validate(c)
+    c["ranking"]["lam"] = "2.5"  # coerced, then out of range
+    with pytest.raises(ConfigError, match=r"ranking\.lam: 2\.5 is greater than the maximum of 1"):
+        cfg.validate(c)
+    # A string where a string belongs is left alone.
+    c["ranking"]["lam"] = 0.5
+    c["models"]["gpt2-xl"]["revision"] = "123"
+    cfg.validate(c)
+    assert c["models"]["gpt2-xl"]["revision"] == "123"

@@ -74,13 +74,16 @@ def _schema() -> dict:
 
 
 def validate(config: Mapping[str, Any]) -> dict:
-    """Validate against the JSON schema, then check cross-references; return the config unchanged.
+    """Validate against the JSON schema, then check cross-references; return the config.
+
+    Strings from `snakemake --config` become the numbers and booleans the schema asks for (in place).
 
     Raises ConfigError listing every problem, each with its key path.
     """
     import jsonschema
 
     validator = jsonschema.Draft7Validator(_schema())
+    _coerce_command_line_strings(config, validator)
     problems = []
     for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
         problems.append(f"{_key_path(err.absolute_path)}: {_short_message(err)}")
@@ -90,6 +93,48 @@ def validate(config: Mapping[str, Any]) -> dict:
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return dict(config)
+
+
+_SCALAR_TYPES = {"number": (int, float), "integer": (int,), "boolean": (bool,), "null": (type(None),)}
+
+
+def _coerce_command_line_strings(config, validator, max_rounds: int = 100) -> None:
+    """Turn strings into the numbers, booleans or nulls the schema asks for, in place.
+
+    Snakemake parses ``--config ranking={lam: 0.3}`` with YAML's base loader, so every nested value arrives as a
+    string (``'0.3'``). A string is replaced only where the schema wants a scalar type and the string reads as
+    exactly that type in YAML (``'0.3'`` → 0.3, ``'true'`` → True); anything else is left for validation to
+    report.
+    """
+    for _ in range(max_rounds):
+        changed = False
+        for err in _with_sub_errors(validator.iter_errors(config)):  # `oneOf` branches hold their own errors
+            if err.validator != "type" or not isinstance(err.instance, str) or not err.absolute_path:
+                continue
+            wanted = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+            try:
+                value = yaml.safe_load(err.instance)
+            except yaml.YAMLError:
+                continue
+            ok = any(isinstance(value, _SCALAR_TYPES.get(t, ())) and not (t != "boolean" and isinstance(value, bool))
+                     for t in wanted)
+            if not ok:
+                continue
+            *parents, last = err.absolute_path
+            node = config
+            for key in parents:
+                node = node[key]
+            if node[last] == err.instance:  # a sibling branch's error may have converted it already
+                node[last] = value
+                changed = True
+        if not changed:
+            return
+
+
+def _with_sub_errors(errors):
+    for err in errors:
+        yield err
+        yield from _with_sub_errors(err.context or ())
 
 
 def _short_message(err) -> str:
