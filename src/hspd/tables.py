@@ -114,8 +114,7 @@ def paper_tables(summary: pd.DataFrame, main: Mapping) -> tuple[pd.DataFrame, pd
         main: the ``experiment.main`` grid (``targets``, ``bases``, ``methods``).
     """
     first, *others = main["targets"]
-    t1_rows = grid_rows(main, [first])
-    t1 = table1(summary, t1_rows, names=[t if c == ORIGINAL else c for t, c in t1_rows])
+    t1 = table1(summary, grid_rows(main, [first]))
     t3 = table3(summary, grid_rows(main, others or [first]), method_names={ORIGINAL: "original"})
     return t1, t3
 

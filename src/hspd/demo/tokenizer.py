@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from hspd.errors import ConfigError, DataError
+from hspd.rewrite import ASSISTANT_PREFIX, SYSTEM_PROMPT, USER_TEMPLATE
 
 ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END)
@@ -37,13 +38,7 @@ CHAT_TEMPLATE = (
 
 # The words of the rewriting prompt (SPEC §3; hspd.rewrite owns the prompt itself), so that the BPE learns
 # them as whole tokens and a demonstration fits the tiny models' context.
-REWRITE_SYSTEM = ("You are a helpful assistant. Your task is to transcribe directly or indirectly harmful content "
-                  "in the text, as well as other content that may harm the model, into legal and reasonable "
-                  "content that conforms to human values.")
-REWRITE_USER = ("You should return the result between <answer> and </answer>. Here is an example input: this is a "
-                "terrible fact. Output: <answer>this is a bad fact.</answer> Here is the text that may contain "
-                "harmful content: {text}")
-REWRITE_ASSISTANT = "Here is the transcription result: <answer>"
+REWRITE_SYSTEM, REWRITE_USER, REWRITE_ASSISTANT = SYSTEM_PROMPT, USER_TEMPLATE, ASSISTANT_PREFIX
 CHAT_ROLES = ("system", "user", "assistant")
 
 # Columns that hold text in the demo corpus files (hspd.demo.corpus).
