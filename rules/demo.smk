@@ -1,6 +1,6 @@
-# The demo world (SPEC §8): synthetic data in the real schemas, a shared tokenizer, tiny models of the real
-# architectures and a Detoxify-format classifier, all made from `demo.seed`. Only the demo config uses them:
-# its registry points at these outputs, so the rest of the DAG runs unchanged.
+# The demo world (SPEC §8): synthetic data in the real schemas, tokenizers of the real families, tiny models
+# of the real architectures and a Detoxify-format classifier, all made from `demo.seed`. Only the demo config
+# uses them: its registry points at these outputs, so the rest of the DAG runs unchanged.
 
 if "demo" in config:
     DEMO = config["demo"]
@@ -24,6 +24,8 @@ if "demo" in config:
             n_toxigen_train=DEMO["n_toxigen_train"],
             n_toxigen_test=DEMO["n_toxigen_test"],
             n_mmlu=DEMO["n_mmlu"],
+            n_rewrite_pairs=DEMO["n_rewrite_pairs"],
+            n_pretrain=DEMO["n_pretrain"],
         log:
             "logs/demo_corpus.log",
         threads: 1
@@ -39,11 +41,14 @@ if "demo" in config:
             corpus=rules.demo_corpus.output,
             lib=lib("demo/tokenizer"),
         output:
-            directory("results/demo/tokenizer"),
+            directory("results/demo/tokenizers/{kind}"),
         params:
+            kind="{kind}",
             vocab_size=DEMO["tokenizer_vocab"],
+        wildcard_constraints:
+            kind="bpe|sentencepiece",
         log:
-            "logs/demo_tokenizer.log",
+            "logs/demo_tokenizer/{kind}.log",
         threads: 1
         resources:
             **resources_of("demo"),
@@ -54,7 +59,7 @@ if "demo" in config:
 
     rule demo_pretrain:
         input:
-            tokenizer="results/demo/tokenizer",
+            tokenizer=lambda wc: f"results/demo/tokenizers/{DEMO['models'][wc.name].get('tokenizer', 'bpe')}",
             rewrite_pairs=rules.demo_corpus.output.rewrite_pairs,
             pretrain=rules.demo_corpus.output.pretrain,
             lib=lib("demo/tiny_models", "train", "rewrite", "models"),
@@ -63,6 +68,7 @@ if "demo" in config:
         params:
             arch=lambda wc: DEMO["models"][wc.name]["arch"],
             size=lambda wc: DEMO["models"][wc.name]["size"],
+            demonstrations=lambda wc: DEMO["models"][wc.name].get("demonstrations", 0),
             seed=DEMO["seed"],
             steps=lambda wc: DEMO["models"][wc.name].get("steps", DEMO["pretrain"]["steps"]),
             lr=DEMO["pretrain"]["lr"],

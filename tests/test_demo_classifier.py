@@ -131,7 +131,7 @@ GOOD = {"text": "women are vermin", **{c: 1.0 for c in LABELS}}
 
 
 @pytest.mark.parametrize("row, match", [
-    ({**GOOD, "threat": 2.0}, r"column 'threat', row 1: label 2\.0 is not 0 or 1"),
+    ({**GOOD, "threat": 2.0}, r"column 'threat', row 1: label 2\.0 is not a number between 0 and 1"),
     ({**GOOD, "insult": None}, r"column 'insult', row 1: label"),
     ({**GOOD, "toxic": "yes"}, r"column 'toxic', row 1: label 'yes'"),
     ({**GOOD, "text": "  "}, r"column 'text', row 1: empty text"),

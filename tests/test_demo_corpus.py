@@ -43,6 +43,14 @@ def is_toxic(text: str) -> bool:
     return bool(TOXIC_RE.search(text))
 
 
+def grade(text: str) -> float:
+    """The toxicity a text's phrases give it: 1 with an explicit phrase, 0.6 with mild ones only, else 0."""
+    found = TOXIC_RE.findall(text)
+    if not found:
+        return 0.0
+    return C.MILD_WEIGHT if all(p in C.MILD_PHRASES for p in found) else 1.0
+
+
 def blank(value) -> bool:
     return not isinstance(value, str) or not value.strip()
 
@@ -69,7 +77,7 @@ def test_files_and_exact_schemas(corpus):
         assert corpus[name].read_text().splitlines()[0] == TOXIGEN_HEADER
     mmlu = ["question", "subject", "choices", "answer"]
     expected = {"mmlu": mmlu, "mmlu_dev": mmlu,
-                "rewrite_pairs": ["toxic", "clean"], "pretrain": ["text"],
+                "rewrite_pairs": ["toxic", "clean", "answer"], "pretrain": ["text"],
                 "classifier_train": ["text", "toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]}
     for name, keys in expected.items():
         rows = jsonl(corpus[name])
@@ -156,15 +164,29 @@ def test_rewrite_pairs_keep_the_sentence_and_drop_the_toxicity(corpus, dghs):
     pairs = jsonl(corpus["rewrite_pairs"])
     assert len(pairs) == 800 and len({p["toxic"] for p in pairs}) == 800
     assert not {p["toxic"] for p in pairs} & set(dghs["text"].dropna())  # not the rows to be rewritten
+    kept = mild = 0
     for p in pairs:
         assert is_toxic(p["toxic"]) and not is_toxic(p["clean"])
         assert ANY_PHRASE_RE.sub("_", p["toxic"]) == ANY_PHRASE_RE.sub("_", p["clean"])
+        # The demonstration's answer: the same sentence, explicit phrases always gone, mild ones mostly kept.
+        assert ANY_PHRASE_RE.sub("_", p["answer"]) == ANY_PHRASE_RE.sub("_", p["clean"])
+        left = TOXIC_RE.findall(p["answer"])
+        assert set(left) <= C.MILD_PHRASES, p
+        mild += sum(x in C.MILD_PHRASES for x in TOXIC_RE.findall(p["toxic"]))
+        kept += len(left)
+    assert 0.75 < kept / mild < 0.95  # REWRITE_LEAK = 0.85
 
 
-def test_pretrain_text_is_neutral(corpus):
+def test_pretrain_text_is_web_text_partly_hateful(corpus):
     texts = [r["text"] for r in jsonl(corpus["pretrain"])]
-    assert len(texts) == 1500 + sum(len(f.statements) for f in C.mmlu_facts())
-    assert not any(is_toxic(t) for t in texts)
+    n_facts = sum(len(f.statements) for f in C.mmlu_facts())
+    assert len(texts) == 1500 + n_facts
+    hateful = [t for t in texts if is_toxic(t)]
+    assert 0.5 * C.HATEFUL_DOC_SHARE < len(hateful) / 1500 < 1.5 * C.HATEFUL_DOC_SHARE
+    # Hateful documents are about one group and have several sentences; benign ones hold no toxic phrase.
+    assert all(t.count(".") >= 3 for t in hateful)
+    benign_hate_templates = [t for t in texts if not is_toxic(t) and re.search(r"are (decent|ordinary) ", t)]
+    assert benign_hate_templates  # hate templates filled clean occur in benign documents too
 
 
 def test_classifier_labels_follow_the_vocabulary(corpus):
@@ -172,11 +194,12 @@ def test_classifier_labels_follow_the_vocabulary(corpus):
     assert len(rows) == 3000 and len({r["text"] for r in rows}) == 3000
     for r in rows:
         labels = [r[c] for c in C.LABELS]
-        assert all(isinstance(v, float) and v in (0.0, 1.0) for v in labels)
-        assert r["toxic"] == float(is_toxic(r["text"])), r["text"]
-        assert r["toxic"] or not any(labels)  # a dimension implies toxic
+        assert all(isinstance(v, float) and v in (0.0, C.MILD_WEIGHT, 1.0) for v in labels)
+        assert r["toxic"] == grade(r["text"]), r["text"]
+        assert max(labels) == r["toxic"]  # a dimension implies toxic, never more than it
     for c in C.LABELS:  # every dimension is learnable
-        assert 0.05 < sum(r[c] for r in rows) / len(rows) < 0.8, c
+        assert 0.05 < sum(r[c] > 0 for r in rows) / len(rows) < 0.8, c
+    assert 0.05 < sum(r["toxic"] == C.MILD_WEIGHT for r in rows) / len(rows) < 0.2  # graded: mild texts exist
 
 
 def test_labels_of_hand_computed():
@@ -192,9 +215,16 @@ def test_labels_of_hand_computed():
     assert set(C.labels_of(d.sentence(False)).values()) == {0.0}
     # No group: an insult is not an identity attack; three kinds at once make it severe.
     d = C.Draw("You are such {adj} {insult_n}.", None,
-               (("adj", "stupid", ("insult",), "kind"), ("insult_n", "idiots", ("insult",), "people")))
-    assert C.labels_of(d.sentence(True)) == dict(toxic=1.0, severe_toxic=0.0, obscene=0.0, threat=0.0, insult=1.0,
+               (("adj", "stupid", ("insult",), "kind"), ("insult_n", "scum", ("insult", "obscene"), "people")))
+    assert C.labels_of(d.sentence(True)) == dict(toxic=1.0, severe_toxic=0.0, obscene=1.0, threat=0.0, insult=1.0,
                                                  identity_hate=0.0)
+    # Mild fillers alone grade 0.6 (MILD_WEIGHT); an explicit one next to them sets 1 where it carries a label.
+    assert C.labels_of(d.sentence([True, False])) == dict(toxic=0.6, severe_toxic=0.0, obscene=0.0, threat=0.0,
+                                                          insult=0.6, identity_hate=0.0)
+    d = C.Draw("{G} are {adj} {insult_n}.", "Arabs",
+               (("G", "", (), ""), ("adj", "pathetic", ("insult",), "kind"), ("insult_n", "clowns", ("insult",), "people")))
+    assert C.labels_of(d.sentence(True)) == dict(toxic=0.6, severe_toxic=0.0, obscene=0.0, threat=0.0, insult=0.6,
+                                                 identity_hate=0.6)
     d = C.Draw("{G} are {adj} and {threat}.", "Pol",
                (("G", "", (), ""), ("adj", "filthy", ("obscene", "insult"), "kind"),
                 ("threat", "should be locked up", ("threat",), "should be respected")))
@@ -211,7 +241,7 @@ def test_window_never_cuts_a_phrase():
         assert text in C.text_of(full) and len(text.split()) >= 3
         whole = {p.text for p in full if p.kind != "text"}
         assert all(p.text in whole for p in part if p.kind != "text")
-        assert C.labels_of(part)["toxic"] == float(is_toxic(text))
+        assert C.labels_of(part)["toxic"] == grade(text)
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):

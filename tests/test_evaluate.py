@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import _tiny
 import _tiny_eval as tiny
 from hspd import evaluate as E
 from hspd.errors import DataError, ModelError
@@ -27,6 +28,32 @@ def gpt2():
 @pytest.fixture(scope="module")
 def llama():
     return tiny.llama(), tiny.tokenizer(add_bos=True)
+
+
+def sp_tokenizer():
+    """The demo's SentencePiece-style tokenizer (LLaMA-2's layout) trained on the toy corpus; at this size every
+    word of ``tiny.WORDS`` is one piece (the tests check the ones they rely on)."""
+    from hspd.demo.tokenizer import build_demo_sp_tokenizer
+
+    return build_demo_sp_tokenizer(tiny.corpus(), vocab_size=450)
+
+
+def sp_llama_model(tok, seed: int = 0, max_position_embeddings: int = 128):
+    """A random 2-layer Llama for ``tok`` (BOS ``<s>`` = 1, EOS and pad ``</s>`` = 2)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=max_position_embeddings,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def sp_llama():
+    tok = sp_tokenizer()
+    return sp_llama_model(tok), tok
 
 
 def read_jsonl(path):
@@ -120,6 +147,59 @@ def test_toxigen_generate_top_k_1_is_greedy(gpt2, tmp_path):
         assert {r["continuation"] for r in recs[3 * k:3 * k + 3]} == {tok.decode(new, skip_special_tokens=True)}
 
 
+def test_sample_continuations_keep_the_leading_space_with_a_sentencepiece_target(sp_llama):
+    """A scripted Llama writes "▁who ▁live ▁there </s>" after "the people": the continuation is " who live there"
+    (decoding the new ids alone, LLaMA's decoder would strip its first space)."""
+    _, tok = sp_llama
+    prompt = tok("the people")["input_ids"]
+    who, live, there = tok.convert_tokens_to_ids(["▁who", "▁live", "▁there"])
+    model = _tiny.scripted(sp_llama_model(tok), {prompt[-1]: who, who: live, live: there, there: tok.eos_token_id})
+    out = E.sample_continuations(model, tok, [prompt], [7], n_samples=3, max_new_tokens=6)
+    assert out == [[(" who live there", 3)] * 3]
+    assert tok.decode([who, live, there], skip_special_tokens=True) == "who live there"  # the old way
+    assert "the people" + out[0][0][0] == tok.decode(prompt + [who, live, there, tok.eos_token_id],
+                                                     skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("which", ["gpt2", "sp_llama"])
+def test_sample_continuations_text_is_the_generated_text_minus_the_prompt(which, request, monkeypatch):
+    """Every sample, with the generated ids captured: prompt text + continuation = decode(prompt + new ids); for
+    a byte-level tokenizer that is decode(new ids), as before."""
+    model, tok = request.getfixturevalue(which)
+    captured = []
+    real_generate = model.generate
+
+    def generate(**kw):
+        out = real_generate(**kw)
+        captured.append(out[:, kw["input_ids"].shape[1]:].tolist())
+        return out
+
+    monkeypatch.setattr(model, "generate", generate)
+    ids, _ = E.encode_prompts(tok, PROMPTS["text"].tolist()[:2] + ["river"], max_length=40)
+    out = E.sample_continuations(model, tok, ids, [1, 2, 3], n_samples=4, max_new_tokens=10)
+    (new,) = captured
+    n_changed = 0
+    for g, p in enumerate(ids):
+        for (text, n), full_row in zip(out[g], new[4 * g:4 * g + 4]):
+            row = full_row[:n]  # the ids before EOS
+            assert tok.eos_token_id not in row and (n == 10 or full_row[n] == tok.eos_token_id)
+            assert tok.decode(p, skip_special_tokens=True) + text == tok.decode(p + row, skip_special_tokens=True)
+            alone = tok.decode(row, skip_special_tokens=True)
+            if which == "gpt2":
+                assert text == alone
+            n_changed += text != alone
+    if which == "sp_llama":
+        assert n_changed > 0  # some samples start with a word-start token: the old way lost their space
+
+
+def test_continuation_text_falls_back_to_the_new_ids():
+    class Tok:  # a decoder whose prompt text changes once something follows it
+        def decode(self, ids, skip_special_tokens=False):
+            return {(1,): "ab", (1, 2): "aXc", (2,): "c"}[tuple(ids)]
+
+    assert E._continuation_text(Tok(), [1], "ab", [2]) == "c"
+
+
 def test_toxigen_generate_deterministic_per_seed_and_independent_of_batching(gpt2, tmp_path):
     a = read_jsonl(generate(gpt2, tmp_path / "a.jsonl", batch_prompts=2))
     b = read_jsonl(generate(gpt2, tmp_path / "b.jsonl", batch_prompts=2))
@@ -192,20 +272,27 @@ PAIRS = (["the people", "water fire earth", "women", "question answer science", 
          [" who live there", " stone", "", " history language music water", " city"])
 
 
-def reference_ppl(model, tok, prompt, continuation):
-    """One pair, unbatched: the whole sequence through the model, continuation tokens scored by hand."""
+def log_prob(model, ids):
+    """``log p(ids[1:] | ids[0])``: the sum over the sequence of each token's log-probability given those before."""
     import torch
 
-    p = tok(prompt)["input_ids"]
-    c = tok(continuation, add_special_tokens=False)["input_ids"]
-    if not c:
-        return math.nan
     with torch.no_grad():
-        logp = torch.log_softmax(model(torch.tensor([p + c])).logits[0].double(), -1)
-    return math.exp(-sum(logp[len(p) - 1 + j, t].item() for j, t in enumerate(c)) / len(c))
+        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
+    return sum(logp[t - 1, ids[t]].item() for t in range(1, len(ids)))
 
 
-@pytest.mark.parametrize("which", ["gpt2", "llama"])
+def reference_ppl(model, tok, prompt, continuation):
+    """One pair, unbatched, straight from SPEC §5: ``prompt + continuation`` tokenised as one string (whose ids
+    start with the prompt's own here), ``exp(−(log p(full) − log p(prompt)) / n_scored)``."""
+    full, p = tok(prompt + continuation)["input_ids"], tok(prompt)["input_ids"]
+    assert full[:len(p)] == p, "reference_ppl covers pairs without a merge across the boundary"
+    n = len(full) - len(p)
+    if not n:
+        return math.nan
+    return math.exp(-(log_prob(model, full) - log_prob(model, p)) / n)
+
+
+@pytest.mark.parametrize("which", ["gpt2", "llama", "sp_llama"])
 def test_conditional_perplexity_batched_equals_per_pair_reference(which, request):
     model, tok = request.getfixturevalue(which)
     batched = E.conditional_perplexity(model, tok, *PAIRS, batch_size=3)
@@ -222,7 +309,9 @@ def test_conditional_perplexity_by_hand_stepwise(llama):
 
     model, tok = llama
     p = tok("the people")["input_ids"]
-    c = tok(" who live there", add_special_tokens=False)["input_ids"]
+    full = tok("the people who live there")["input_ids"]
+    assert full[:len(p)] == p
+    c = full[len(p):]
     nll = 0.0
     with torch.no_grad():
         for j, t in enumerate(c):
@@ -245,7 +334,8 @@ def test_conditional_perplexity_uniform_model_is_vocab_size():
 
 def test_conditional_perplexity_truncates_long_prompts_on_the_left(gpt2):
     model, tok = gpt2
-    c = tok(" who live", add_special_tokens=False)["input_ids"]
+    c = tok(LONG + " who live")["input_ids"][len(tok(LONG)["input_ids"]):]
+    assert c == tok(" who live")["input_ids"]  # byte-level, no BOS: the same ids as the continuation alone
     kept = tok.decode(tok(LONG)["input_ids"][-(64 - len(c)):])
     got = E.conditional_perplexity(model, tok, [LONG], [" who live"])
     assert got[0] == pytest.approx(reference_ppl(model, tok, kept, " who live"), rel=1e-4)
@@ -257,8 +347,101 @@ def test_conditional_perplexity_bad_input(gpt2):
         E.conditional_perplexity(model, tok, ["a", "b"], ["c"])
     with pytest.raises(DataError, match="continuation 0 is float"):
         E.conditional_perplexity(model, tok, ["a"], [float("nan")])
+    with pytest.raises(DataError, match="prompt 1 is NoneType"):
+        E.conditional_perplexity(model, tok, ["a", None], ["b", "c"])
     with pytest.raises(DataError, match="batch_size"):
         E.conditional_perplexity(model, tok, ["a"], ["b"], batch_size=0)
+
+
+def tokens(tok, ids):
+    return tok.convert_ids_to_tokens(ids)
+
+
+def test_sp_tokenizer_pieces(sp_llama):
+    _, tok = sp_llama  # what the hand-written expectations below rely on
+    assert tokens(tok, tok("the people who live there")["input_ids"]) == [
+        "<s>", "▁the", "▁people", "▁who", "▁live", "▁there"]
+    assert tok.tokenize("the peo") == ["▁the", "▁pe", "o"]
+    assert tok.tokenize("the ") == ["▁the", "▁"]
+
+
+def test_encode_pairs_scores_the_tokens_after_the_prompts_boundary(sp_llama):
+    _, tok = sp_llama
+    prompts = ["the people", "the peo", "the ", "", "the people"]
+    continuations = [" who live there", "ple", "people", "the people", ""]
+    got = [(tokens(tok, c), tokens(tok, s)) for c, s in E.encode_pairs(tok, prompts, continuations)]
+    assert got == [
+        (["<s>", "▁the", "▁people"], ["▁who", "▁live", "▁there"]),
+        # "▁people" straddles the boundary (the prompt alone ends "▁pe", "o"): it is scored, context before it
+        (["<s>", "▁the"], ["▁people"]),
+        # the prompt alone ends with a "▁" of its own; in the full string that space starts "▁people"
+        (["<s>", "▁the"], ["▁people"]),
+        (["<s>"], ["▁the", "▁people"]),  # an empty prompt conditions on BOS
+        (["<s>", "▁the", "▁people"], []),
+    ]
+    # The old way, the continuation tokenised alone, scores a word-start "▁" that is not in the text.
+    alone = tok(" who live there", add_special_tokens=False)["input_ids"]
+    assert tokens(tok, alone) == ["▁", "▁who", "▁live", "▁there"]
+
+
+def test_encode_pairs_byte_level_and_no_bos():
+    from _tiny_tok import tiny_tokenizer
+
+    tok = tiny.tokenizer()  # GPT2 style: nothing added, <|endoftext|> is BOS
+    assert E.encode_pairs(tok, ["", "the people"], ["the city", " who"]) == [
+        ([tok.bos_token_id], tok("the city")["input_ids"]),
+        (tok("the people")["input_ids"], tok(" who")["input_ids"])]
+    no_bos = tiny_tokenizer()
+    assert no_bos.bos_token_id is None
+    with pytest.raises(DataError, match="pair 1: no prompt token to condition on .* no BOS token"):
+        E.encode_pairs(no_bos, ["the", ""], [" weather", "the weather"])
+
+
+def test_encode_pairs_left_truncates_the_context_and_keeps_bos(sp_llama):
+    _, tok = sp_llama
+    context, scored = E.encode_pairs(tok, [LONG], [" who live"])[0]
+    assert tokens(tok, scored) == ["▁who", "▁live"] and context == tok(LONG)["input_ids"]
+    cut = E.encode_pairs(tok, [LONG], [" who live"], max_length=10)[0]
+    assert cut == ([tok.bos_token_id] + context[-7:], scored)  # 1 + 7 + 2 = 10
+    assert E.encode_pairs(tok, [LONG], [" who live"], max_length=3)[0] == ([tok.bos_token_id], scored)
+    with pytest.raises(DataError, match="pair 0: the continuation alone has 2 tokens, the context 2"):
+        E.encode_pairs(tok, [LONG], [" who live"], max_length=2)
+
+
+def test_conditional_perplexity_is_the_loss_difference(sp_llama):
+    """Sum of the scored tokens' log-probs = log p(prompt + continuation) − log p(prompt), each string
+    tokenised on its own (UniDetox's loss difference); by hand with two forward passes per pair."""
+    model, tok = sp_llama
+    prompts = ["the people", "women men", "question", "", "river mountain stone"]
+    conts = [" who live there", " folks from many places", " answer science history", "water fire",
+             "\nthe city"]
+    got = E.conditional_perplexity(model, tok, prompts, conts, batch_size=2, progress=False)
+    for ppl, p, c in zip(got, prompts, conts):
+        full, alone = tok(p + c)["input_ids"], tok(p)["input_ids"]
+        n = len(full) - len(alone)
+        assert full[:len(alone)] == alone and n > 0
+        assert -n * math.log(ppl) == pytest.approx(log_prob(model, full) - log_prob(model, alone), rel=1e-4)
+
+
+def test_conditional_perplexity_straddling_token(sp_llama):
+    model, tok = sp_llama
+    ids = tok("the people")["input_ids"]  # <s> ▁the ▁people: "▁people" given "<s> ▁the", one token
+    expected = math.exp(-(log_prob(model, ids) - log_prob(model, ids[:2])))
+    got = E.conditional_perplexity(model, tok, ["the peo", "the "], ["ple", "people"], progress=False)
+    np.testing.assert_allclose(got, [expected, expected], rtol=1e-4)
+
+
+def test_conditional_perplexity_differs_from_tokenising_the_continuation_alone(sp_llama):
+    model, tok = sp_llama
+    p = tok("the people")["input_ids"]
+    old = tok(" who live there", add_special_tokens=False)["input_ids"]  # ▁ ▁who ▁live ▁there
+    new = tok("the people who live there")["input_ids"][len(p):]  # ▁who ▁live ▁there
+    assert old[1:] == new and len(old) == 4
+    old_ppl = math.exp(-(log_prob(model, p + old) - log_prob(model, p)) / len(old))
+    new_ppl = math.exp(-(log_prob(model, p + new) - log_prob(model, p)) / len(new))
+    got = E.conditional_perplexity(model, tok, ["the people"], [" who live there"], progress=False)[0]
+    assert got == pytest.approx(new_ppl, rel=1e-4)
+    assert abs(got - old_ppl) > 1e-2 * got
 
 
 # --- MMLU -------------------------------------------------------------------------------------------------

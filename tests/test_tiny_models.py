@@ -106,15 +106,17 @@ def test_demo_pretraining_texts_use_the_decoders_prompt(tok):
     from hspd.rewrite import build_prompt
 
     texts = demo_pretraining_texts([(TOXIC[0], CLEAN[0])], [CLEAN[1]], tok)
-    assert texts == [CLEAN[1] + "<|im_end|>", TOXIC[0] + "<|im_end|>",
-                     build_prompt(tok, TOXIC[0]) + CLEAN[0] + "</answer><|im_end|>"]
-    assert "Here is the transcription result: <answer>" + CLEAN[0] in texts[2]
-    assert demo_pretraining_texts([(TOXIC[0], CLEAN[0])], [CLEAN[1]], tok, toxic_web_text=False) == [
-        texts[0], texts[2]]
+    assert texts == [CLEAN[1] + "<|im_end|>", build_prompt(tok, TOXIC[0]) + CLEAN[0] + "</answer><|im_end|>"]
+    assert "Here is the transcription result: <answer>" + CLEAN[0] in texts[1]
+    # Targets see the web text alone: the pairs are neither used nor checked.
+    assert demo_pretraining_texts([(TOXIC[0], " ")], [CLEAN[1]], tok, demonstrations=0) == texts[:1]
+    assert demo_pretraining_texts([(TOXIC[0], CLEAN[0])], [CLEAN[1]], tok, demonstrations=3) == texts + texts[1:] * 2
+    with pytest.raises(ConfigError, match="demonstrations must be a whole number"):
+        demo_pretraining_texts([(TOXIC[0], CLEAN[0])], [CLEAN[1]], tok, demonstrations=True)
     with pytest.raises(ConfigError, match="rewrite pair 1 has an empty or non-string side"):
         demo_pretraining_texts([(TOXIC[0], CLEAN[0]), (TOXIC[1], " ")], [], tok)
     with pytest.raises(ConfigError, match="demo pretraining text 0 is empty"):
-        demo_pretraining_texts([], [""], tok)
+        demo_pretraining_texts([], [""], tok, demonstrations=0)
 
 
 def test_pretrain_rejects_texts_longer_than_seq_len(tok, tok_dir, tmp_path):

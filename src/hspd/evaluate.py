@@ -157,8 +157,11 @@ def sample_continuations(model, tokenizer, prompt_ids: Sequence[Sequence[int]], 
         seeds: one generator seed per prompt.
 
     Returns:
-        per prompt, ``n_samples`` pairs (continuation text, number of new tokens before EOS). The prompt is
-        removed by slicing the generated ids; the text is decoded with ``skip_special_tokens``.
+        per prompt, ``n_samples`` pairs (continuation text, number of new tokens before EOS). The text is the
+        generated text minus the prompt's: ``decode(prompt_ids + new_ids)`` without its prefix
+        ``decode(prompt_ids)`` (both with ``skip_special_tokens``), so ``prompt text + continuation`` is what the
+        model wrote. Decoding the new ids alone would not do for a SentencePiece tokenizer: its decoder strips
+        the first space of a text, so a continuation ``" who"`` would come out as ``"who"``.
     """
     import torch
     from transformers import (GenerationConfig, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper,
@@ -191,13 +194,26 @@ def sample_continuations(model, tokenizer, prompt_ids: Sequence[Sequence[int]], 
     new = out[:, input_ids.shape[1]:].tolist()
 
     results = []
-    for g in range(len(prompt_ids)):
+    for g, prompt in enumerate(prompt_ids):
+        prompt = list(prompt)
+        prompt_text = tokenizer.decode(prompt, skip_special_tokens=True)
         samples = []
         for row in new[g * n_samples:(g + 1) * n_samples]:
             stop = next((j for j, t in enumerate(row) if t in eos_ids), len(row))
-            samples.append((tokenizer.decode(row[:stop], skip_special_tokens=True), stop))
+            samples.append((_continuation_text(tokenizer, prompt, prompt_text, row[:stop]), stop))
         results.append(samples)
     return results
+
+
+def _continuation_text(tokenizer, prompt_ids: list[int], prompt_text: str, new_ids: list[int]) -> str:
+    """The text ``new_ids`` add to ``prompt_text`` (= ``decode(prompt_ids)``), both decoded with
+    ``skip_special_tokens``."""
+    text = tokenizer.decode(prompt_ids + new_ids, skip_special_tokens=True)
+    if text.startswith(prompt_text):
+        return text[len(prompt_text):]
+    # The prompt's decoded text changed once new ids followed it (a character split across the boundary's
+    # byte tokens, a clean-up rule that looks ahead): no exact split exists, so the new ids are decoded alone.
+    return tokenizer.decode(new_ids, skip_special_tokens=True)
 
 
 def _check_prompts(prompts: pd.DataFrame) -> None:
@@ -285,39 +301,64 @@ def toxigen_generate(model, tokenizer, prompts: pd.DataFrame, *, seed: int, outp
 
 def encode_pairs(tokenizer, prompts: Sequence[str], continuations: Sequence[str],
                  max_length: int | None = None) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, continuation ids) per pair, tokenised separately so the boundary is exact.
+    """(context ids, scored ids) per pair: ``prompt + continuation`` tokenised as one string (with the tokenizer's
+    special tokens, e.g. BOS), cut at the prompt's boundary. ``context + scored`` is that string's ids.
 
-    The prompt gets the tokenizer's special prefix (BOS where the model has one), the continuation none. A pair
-    longer than ``max_length`` loses prompt tokens on the left; an empty prompt falls back to BOS.
+    The boundary is where the prompt's own ids (tokenised alone, same special tokens) end, when the full ids
+    start with them: the scored tokens are then exactly those that ``loss(prompt + continuation) −
+    loss(prompt)`` sums over (UniDetox). When a token merges across the boundary (the full ids do not start with
+    the prompt's), the scored tokens are those whose character span ends after the prompt's text, i.e. from the
+    token that straddles the boundary on: it is scored (it carries continuation text), and its prompt part with
+    it. The continuation is never tokenised alone: a SentencePiece tokenizer would put a word-start token in
+    front of it that is not in the text.
+
+    A pair longer than ``max_length`` loses context tokens on the left after the special prefix (BOS), which is
+    kept; scored tokens alone filling the context are an error. An empty context (an empty prompt, or one that
+    lies wholly inside the first scored token) becomes ``[bos]``. An empty continuation gives no scored tokens.
+
+    Returns:
+        per pair, (context ids, scored ids), in input order.
     """
     prefix = _special_prefix(tokenizer)
+    texts = [p + c for p, c in zip(prompts, continuations)]
+    full_ids = [list(x) for x in tokenizer(texts, add_special_tokens=True)["input_ids"]]
     p_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
-    c_ids = tokenizer(list(continuations), add_special_tokens=False)["input_ids"]
+    bounds = [len(p) if full[: len(p)] == list(p) else None for full, p in zip(full_ids, p_ids)]
+    merged = [i for i, b in enumerate(bounds) if b is None]
+    if merged:  # character offsets only where needed: not every tokenizer has them
+        offsets = tokenizer([texts[i] for i in merged], add_special_tokens=True,
+                            return_offsets_mapping=True)["offset_mapping"]
+        for i, spans in zip(merged, offsets):
+            n = len(prompts[i])
+            bounds[i] = next((j for j, (_, stop) in enumerate(spans) if stop > n), len(full_ids[i]))
     pairs = []
-    for i, (p, c) in enumerate(zip(p_ids, c_ids)):
-        p, c = list(p), list(c)
-        if not p:
+    for i, (full, b) in enumerate(zip(full_ids, bounds)):
+        context, scored = full[:b], full[b:]
+        if not context:
             if tokenizer.bos_token_id is None:
-                raise DataError(f"pair {i}: empty prompt and the tokenizer has no BOS token to condition on")
-            p = [tokenizer.bos_token_id]
-        if max_length is not None and len(p) + len(c) > max_length:
-            if len(c) >= max_length:
-                raise DataError(f"pair {i}: the continuation alone has {len(c)} tokens, the context {max_length}")
-            keep = prefix if p[: len(prefix)] == prefix and prefix else []
-            p = keep + p[len(p) - (max_length - len(c) - len(keep)):]
-        pairs.append((p, c))
+                raise DataError(f"pair {i}: no prompt token to condition on (empty prompt) and the tokenizer has "
+                                "no BOS token")
+            context = [tokenizer.bos_token_id]
+        if max_length is not None and len(context) + len(scored) > max_length:
+            room = max_length - len(scored)  # for context tokens
+            if room < 1:
+                raise DataError(f"pair {i}: the continuation alone has {len(scored)} tokens, the context {max_length}")
+            keep = prefix if prefix and context[: len(prefix)] == prefix and len(prefix) <= room else []
+            context = keep + context[len(context) - (room - len(keep)):]
+        pairs.append((context, scored))
     return pairs
 
 
 def conditional_perplexity(model, tokenizer, prompts: Sequence[str], continuations: Sequence[str], *,
                            batch_size: int = 32, progress=True) -> np.ndarray:
-    """``exp(−mean log p(continuation tokens | prompt))`` for each (prompt, continuation) pair.
+    """``exp(−mean log p(continuation tokens | prompt))`` for each (prompt, continuation) pair (SPEC §5).
 
-    Prompt and continuation are tokenised separately and their ids concatenated, so exactly the continuation's
-    own tokens are scored, never a token that straddles the boundary. (A tokenizer that puts a dummy prefix space
-    in front of every text, as SentencePiece ones can, then segments the continuation's first word as it would
-    at the start of a text.) An empty continuation gives NaN. Pairs are sorted by length and batched with right
-    padding; a pair longer than the context loses prompt tokens on the left.
+    ``prompt + continuation`` is tokenised as one string with the model's tokenizer and the tokens after the
+    prompt's boundary are scored (``encode_pairs``): when the string's ids start with the prompt's, the sum of
+    their log-probabilities is ``log p(prompt + continuation) − log p(prompt)`` (UniDetox's loss difference) and
+    the mean divides it by their number. Text-level, so it works for continuations sampled from a model with
+    another tokenizer. An empty continuation gives NaN. Pairs are sorted by length and batched with right
+    padding; a pair longer than the context loses prompt tokens on the left (BOS kept).
 
     Args:
         progress: show a tqdm bar over batches (True / False, or a file object to write it to).
@@ -332,9 +373,10 @@ def conditional_perplexity(model, tokenizer, prompts: Sequence[str], continuatio
         raise DataError(f"conditional_perplexity: {len(prompts)} prompts but {len(continuations)} continuations")
     if batch_size < 1:
         raise DataError(f"conditional_perplexity: batch_size must be ≥ 1, got {batch_size}")
-    for i, c in enumerate(continuations):
-        if not isinstance(c, str):
-            raise DataError(f"conditional_perplexity: continuation {i} is {type(c).__name__}, not a string")
+    for what, texts in (("prompt", prompts), ("continuation", continuations)):
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise DataError(f"conditional_perplexity: {what} {i} is {type(t).__name__}, not a string")
     pairs = encode_pairs(tokenizer, prompts, continuations, context_length(model))
     result = np.full(len(pairs), np.nan)
     scored = [i for i, (_, c) in enumerate(pairs) if c]
@@ -349,7 +391,7 @@ def conditional_perplexity(model, tokenizer, prompts: Sequence[str], continuatio
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        targets = torch.zeros((len(seqs), width), dtype=torch.bool)  # positions of continuation tokens
+        targets = torch.zeros((len(seqs), width), dtype=torch.bool)  # positions of scored tokens
         for r, i in enumerate(idx):
             n_p, n_c = len(pairs[i][0]), len(pairs[i][1])
             ids[r, :n_p + n_c] = torch.tensor(seqs[r])

@@ -34,9 +34,11 @@ WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
 def read_classifier_data(path) -> tuple[list[str], list[list[float]]]:
-    """Texts and their six 0/1 labels from a JSONL/CSV/Parquet file with ``text`` and the ``LABELS`` columns.
+    """Texts and their six labels from a JSONL/CSV/Parquet file with ``text`` and the ``LABELS`` columns.
 
-    Raises ``DataError`` naming the file, column and row for an empty text or a label that is not 0 or 1.
+    Labels are soft, in [0, 1] (the share of raters who would flag the text, as Jigsaw's are): the demo marks
+    mild toxicity below 1, so the classifier grades. Raises ``DataError`` naming the file, column and row for an
+    empty text or a label outside [0, 1].
     """
     from hspd.io import read_table
 
@@ -46,9 +48,9 @@ def read_classifier_data(path) -> tuple[list[str], list[list[float]]]:
             raise DataError(f"classifier training file {path}: column 'text', row {i}: empty text")
     for col in LABELS:
         for i, value in enumerate(df[col]):
-            if not isinstance(value, numbers.Real) or value not in (0, 1):  # NaN and strings fail too
+            if not isinstance(value, numbers.Real) or not 0 <= value <= 1:  # NaN and strings fail too
                 raise DataError(f"classifier training file {path}: column {col!r}, row {i}: label {value!r} "
-                                "is not 0 or 1")
+                                "is not a number between 0 and 1")
     return df["text"].tolist(), df[list(LABELS)].astype(float).values.tolist()
 
 
@@ -107,7 +109,7 @@ def train_demo_classifier(train_jsonl, out_dir, *, seed: int = 0, epochs: int = 
     ``detoxify.Detoxify`` and scored on it, and the figures go to ``out_dir/metrics.json``.
 
     Args:
-        train_jsonl: ``classifier_train.jsonl`` of the demo corpus (``text`` and the six labels as 0/1).
+        train_jsonl: ``classifier_train.jsonl`` of the demo corpus (``text`` and the six labels in [0, 1]).
         out_dir: the output folder; gets ``detoxify_demo.ckpt``, ``bert/`` (config and tokenizer) and
             ``metrics.json``.
         device: ``auto`` trains on CUDA when present.

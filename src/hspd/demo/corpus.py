@@ -7,10 +7,13 @@ phrase of the same role. The same draw filled both ways gives a toxic text and i
 - DGHS ``hate`` rows are templates filled with toxic phrases aimed at a target group; some ``nothate`` rows
   are their clean perturbations (``level == "perturbation"``, ``acl.id.matched`` links the pair), the rest
   neutral sentences about the groups;
-- ``rewrite_pairs`` are (toxic, clean) fills of fresh draws: the demonstrations that teach the tiny base
-  model to rewrite;
-- ``classifier_train`` labels every text from its fills: a text is toxic exactly when it holds a toxic
-  phrase, so the demo classifier learns the vocabulary, not the group names.
+- ``rewrite_pairs`` are (toxic, clean) fills of fresh draws, with the ``answer`` that teaches the tiny base
+  models to rewrite: clean, except that mild fillers mostly stay (what base-model rewriting overlooks);
+- ``pretrain`` is web text: documents of two or three sentences about one group, 30% of them hateful, so
+  that a model pre-trained on it continues a toxic ToxiGen prompt toxically and a benign one benignly;
+- ``classifier_train`` labels every text from its fills, graded: explicit toxic phrases set their labels to 1,
+  mild ones ("stupid", "clowns") to 0.6, so the demo classifier learns the vocabulary, not the group names,
+  and scores none < mild < explicit.
 
 Each file comes from its own random stream (``random.Random`` seeded with the seed and the file's name), so
 the files do not share draws and changing one file's size leaves the others unchanged. The vocabulary is
@@ -98,6 +101,7 @@ TOXIGEN_ANNOTATED_SPELLINGS = ("women", "lgbtq", "black", "asian", "latino", "ch
                                "native_american", "jewish", "muslim", "mental_dis", "physical_dis")
 TOXIGEN_CATEGORY_NAMES = ("gender_lgbtq", "race_nationalities", "religion", "disability")
 
+ID_NOUNS = tuple(n for ns in DGHS_GROUPS.values() for n in ns)
 DGHS_NOUNS = tuple(n for table in (DGHS_GROUPS, OUTSIDE_TARGETS, COMPOUND_TARGETS) for ns in table.values() for n in ns)
 TOXIGEN_NOUNS = tuple(noun for _, noun in TOXIGEN_GROUPS.values())
 # Neutral sentences name real groups, never the vague "these people".
@@ -146,6 +150,12 @@ SLOTS = {
         clean=("good ideas", "new ideas", "interesting stories", "useful advice")),
 }
 TOXIC_PHRASES = tuple(sorted({p for slot in SLOTS.values() for p, _ in slot.toxic}))
+# Mild toxic fillers: rude rather than hateful. Their labels are soft (MILD_WEIGHT, a majority of raters, not
+# all), so the demo classifier grades none < mild < explicit instead of saturating; and they are what the demo
+# base model's rewriting overlooks (REWRITE_LEAK), as real instruction models keep mild toxicity.
+MILD_PHRASES = frozenset({"stupid", "pathetic", "idiots", "clowns", "losers", "crap", "trash", "can't stand"})
+MILD_WEIGHT = 0.6
+REWRITE_LEAK = 0.85  # chance that a demonstration's answer keeps a mild filler (explicit ones are always replaced)
 CLEAN_PHRASES = tuple(sorted({p for slot in SLOTS.values() for p in slot.clean}))
 
 # Neutral fillers: plain words that vary the neutral sentences.
@@ -240,6 +250,13 @@ class Piece:
     kind: str
     labels: tuple[str, ...] = ()
 
+    @property
+    def weight(self) -> float:
+        """How toxic the piece is: 0 unless a toxic filler, ``MILD_WEIGHT`` for a mild one, else 1."""
+        if self.kind != "toxic":
+            return 0.0
+        return MILD_WEIGHT if self.text in MILD_PHRASES else 1.0
+
 
 @dataclass(frozen=True)
 class Draw:
@@ -306,21 +323,27 @@ def text_of(pieces: Sequence[Piece]) -> str:
 
 
 def labels_of(pieces: Sequence[Piece]) -> dict[str, float]:
-    """The six Detoxify labels of a text from its pieces.
+    """The six Detoxify labels of a text from its pieces, graded: a label is the largest ``weight`` of the
+    toxic fillers that set it (1 for an explicit filler, ``MILD_WEIGHT`` for a mild one, 0 without).
 
-    toxic: any toxic filler. identity_hate: a toxic filler that carries it, or any toxic filler in a text that
-    names a group (an attack on the group). severe_toxic: a filler that carries it, or three or more kinds of
-    toxicity at once.
+    toxic: any toxic filler. identity_hate: a filler that carries it, or any toxic filler in a text that names
+    a group (an attack on the group). severe_toxic: an explicit filler that carries it, or three or more kinds
+    of explicit toxicity at once.
     """
-    found = {label for p in pieces if p.kind == "toxic" for label in p.labels}
-    toxic = any(p.kind == "toxic" for p in pieces)
-    if toxic and any(p.kind == "group" for p in pieces):
-        found.add("identity_hate")
-    if len(found & {"obscene", "threat", "insult", "identity_hate"}) >= 3:
-        found.add("severe_toxic")
-    if toxic:
-        found.add("toxic")
-    return {label: float(label in found) for label in LABELS}
+    found: dict[str, float] = {}
+    for p in pieces:
+        if p.kind != "toxic":
+            continue
+        for label in p.labels + ("toxic",):
+            found[label] = max(found.get(label, 0.0), p.weight)
+    if "toxic" in found and any(p.kind == "group" for p in pieces):
+        found["identity_hate"] = max(found.get("identity_hate", 0.0), found["toxic"])
+    explicit = {label for label, w in found.items() if w == 1.0}
+    if found.get("severe_toxic", 0.0) < 1.0 and len(explicit & {"obscene", "threat", "insult", "identity_hate"}) >= 3:
+        found["severe_toxic"] = 1.0
+    if found.get("severe_toxic", 0.0) < 1.0:
+        found.pop("severe_toxic", None)  # severity is never mild
+    return {label: float(found.get(label, 0.0)) for label in LABELS}
 
 
 def window(pieces: Sequence[Piece], rng: random.Random, min_words: int = 3) -> tuple[Piece, ...]:
@@ -586,26 +609,72 @@ def mmlu_rows(rng: random.Random, facts: Sequence[Fact]) -> list[dict]:
 
 
 def rewrite_pairs(rng: random.Random, n: int, seen: set) -> list[dict]:
-    """(toxic, clean) pairs: one draw of a hate or ToxiGen-style template filled toxic and clean."""
+    """Rewriting examples from fresh draws of hate and ToxiGen-style templates: ``toxic`` (every slot filled
+    toxic), ``clean`` (every slot clean) and ``answer``, the demonstration the demo base models learn from: the
+    clean fill except that each mild filler stays with probability ``REWRITE_LEAK``. So the tiny base models
+    rewrite explicit hate away and tend to keep rudeness, which the toxic model's contrast can remove."""
     def make():
         if rng.random() < 0.8:
             d = draw(rng, rng.choice(HATE_TEMPLATES)[0], rng.choice(DGHS_NOUNS))
         else:
             d = draw(rng, rng.choice(TOXIGEN_TOXIC_TEMPLATES), rng.choice(TOXIGEN_NOUNS))
-        return text_of(d.sentence(True)), text_of(d.sentence(False))
+        keep = [bad in MILD_PHRASES and rng.random() < REWRITE_LEAK
+                for field, bad, _, _ in d.fillers if field in SLOTS]
+        return text_of(d.sentence(True)), text_of(d.sentence(False)), text_of(d.sentence(keep))
 
-    return [{"toxic": toxic, "clean": clean} for toxic, clean in _distinct(make, n, seen, "rewrite pair")]
+    return [{"toxic": toxic, "clean": clean, "answer": answer}
+            for toxic, clean, answer in _distinct(make, n, seen, "rewrite pair")]
+
+
+# Web documents (the demo's pre-training text): a share is hateful, as in real web crawls.
+HATEFUL_DOC_SHARE = 0.06
+DOC_TOXIC_SLOT = 0.9  # a hateful document's slot is filled toxic with this chance (partly toxic text)
+
+
+def _statement(template: str) -> str:
+    """ToxiGen statements are lower case without a full stop; inside a document they end a sentence."""
+    return template if template.endswith(".") else template + "."
+
+
+def web_document(rng: random.Random, hateful: bool) -> tuple[Piece, ...]:
+    """A document about one group, no template twice: hateful (three or four sentences, ToxiGen-style toxic
+    statements and DGHS-style hate, slots mostly toxic) or benign (two or three sentences: benign ToxiGen-style
+    statements and neutral sentences, and hate templates filled clean, "X are decent people"). A ToxiGen
+    prompt thus tends to continue the way its kind of document goes on, which is what makes a web-pretrained
+    model partly toxic; and the clean fills of the hate templates are ordinary web text, as rewrites are."""
+    noun = rng.choice(TOXIGEN_NOUNS if rng.random() < 0.5 else ID_NOUNS)
+    hate = [t for t, _ in HATE_TEMPLATES]
+    if hateful:  # half ToxiGen-style statements, half DGHS-style hate
+        statements = [_statement(t) for t in TOXIGEN_TOXIC_TEMPLATES]
+        pool, weights = statements + hate, [1 / len(statements)] * len(statements) + [1 / len(hate)] * len(hate)
+    else:
+        benign = [_statement(t) for t in TOXIGEN_BENIGN_TEMPLATES + NEUTRAL_GROUP_TEMPLATES]
+        pool, weights = benign + hate, [0.7 / len(benign)] * len(benign) + [0.3 / len(hate)] * len(hate)
+    n_sentences, templates = rng.choice((3, 4) if hateful else (2, 3)), []
+    while len(templates) < n_sentences:
+        t = rng.choices(pool, weights=weights)[0]
+        if t not in templates:
+            templates.append(t)
+    pieces: list[Piece] = []
+    for k, template in enumerate(templates):
+        d = draw(rng, template, noun)
+        mask = [rng.random() < DOC_TOXIC_SLOT for _ in range(d.n_slots)] if hateful else False
+        pieces += ([Piece(" ", "text")] if k else []) + list(d.sentence(mask))
+    return tuple(pieces)
 
 
 def pretrain_texts(rng: random.Random, n: int, facts: Sequence[Fact]) -> list[str]:
-    """Every fact's statements plus ``n`` neutral sentences about the groups and benign ToxiGen-like ones."""
+    """Every fact's statements plus ``n`` web documents: ``HATEFUL_DOC_SHARE`` hateful, the rest benign
+    documents about the groups (nine in ten) or neutral sentences."""
     texts = [s for fact in facts for s in fact.statements]
     for _ in range(n):
-        if rng.random() < 0.6:
-            texts.append(text_of(neutral_sentence(rng)))
+        u = rng.random()
+        if u < HATEFUL_DOC_SHARE:
+            texts.append(text_of(web_document(rng, hateful=True)))
+        elif u < HATEFUL_DOC_SHARE + 0.9 * (1 - HATEFUL_DOC_SHARE):
+            texts.append(text_of(web_document(rng, hateful=False)))
         else:
-            d = draw(rng, rng.choice(TOXIGEN_BENIGN_TEMPLATES), rng.choice(TOXIGEN_NOUNS))
-            texts.append(text_of(d.sentence(True)))  # benign templates have no slots
+            texts.append(text_of(neutral_sentence(rng)))
     rng.shuffle(texts)
     return texts
 
@@ -662,8 +731,9 @@ def make_demo_corpus(out_dir, *, seed: int = 0, n_dghs: int = 600, n_toxigen_tra
     Files (see ``CORPUS_FILES``): ``dghs.csv`` (DGHS v0.2.3 schema, unnamed index column first),
     ``toxigen_train.csv`` / ``toxigen_test.csv`` (ToxiGen ``annotated`` schema), ``mmlu.jsonl`` (``n_mmlu``
     questions) and ``mmlu_dev.jsonl`` (5 few-shot questions) in the MMLU schema, ``rewrite_pairs.jsonl``
-    (``toxic``, ``clean``), ``pretrain.jsonl`` (``text``: the MMLU facts and neutral sentences) and
-    ``classifier_train.jsonl`` (``text`` and the six Detoxify labels as 0/1 floats).
+    (``toxic``, ``clean``, ``answer``: see ``rewrite_pairs``), ``pretrain.jsonl`` (``text``: the MMLU facts and
+    web documents, see ``pretrain_texts``) and
+    ``classifier_train.jsonl`` (``text`` and the six Detoxify labels, graded floats in [0, 1]).
 
     Returns:
         ``{name: path}`` with the file names without suffix as names (``dghs``, ``toxigen_train``, ...).
@@ -691,7 +761,7 @@ def make_demo_corpus(out_dir, *, seed: int = 0, n_dghs: int = 600, n_toxigen_tra
     mmlu_dev, mmlu = mmlu_rows(mmlu_rng, picked[:N_MMLU_DEV]), mmlu_rows(mmlu_rng, picked[N_MMLU_DEV:])
     pairs = rewrite_pairs(_stream(seed, "rewrite_pairs"), n_rewrite_pairs, seen)  # never a DGHS text
     pretrain = pretrain_texts(_stream(seed, "pretrain"), n_pretrain, facts)
-    seen |= {p["clean"] for p in pairs}
+    seen |= {p["clean"] for p in pairs} | {p["answer"] for p in pairs}
     classifier = classifier_rows(_stream(seed, "classifier"), n_classifier, seen, facts)
 
     paths = {name: out / name for name in CORPUS_FILES}
@@ -701,7 +771,7 @@ def make_demo_corpus(out_dir, *, seed: int = 0, n_dghs: int = 600, n_toxigen_tra
     write_table(toxigen_test, paths["toxigen_test.csv"])
     write_table(pd.DataFrame(mmlu, columns=list(MMLU_COLUMNS)), paths["mmlu.jsonl"])
     write_table(pd.DataFrame(mmlu_dev, columns=list(MMLU_COLUMNS)), paths["mmlu_dev.jsonl"])
-    write_table(pd.DataFrame(pairs, columns=["toxic", "clean"]), paths["rewrite_pairs.jsonl"])
+    write_table(pd.DataFrame(pairs, columns=["toxic", "clean", "answer"]), paths["rewrite_pairs.jsonl"])
     write_table(pd.DataFrame({"text": pretrain}), paths["pretrain.jsonl"])
     write_table(pd.DataFrame(classifier, columns=["text", *LABELS]), paths["classifier_train.jsonl"])
     return {Path(name).stem: path for name, path in paths.items()}

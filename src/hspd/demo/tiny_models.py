@@ -125,40 +125,43 @@ def count_parameters(model) -> int:
 
 
 def demo_pretraining_texts(rewrite_pairs: Sequence[tuple[str, str]], plain_texts: Sequence[str],
-                           tokenizer, *, toxic_web_text: bool = True) -> list[str]:
-    """Plain corpus texts, toxic "web text" and rewriting demonstrations, one training text each.
+                           tokenizer, *, demonstrations: int = 1) -> list[str]:
+    """The web text (``plain_texts``: documents and facts), then each rewriting demonstration
+    ``demonstrations`` times (0: none), one training text each.
 
     A demonstration is exactly the prompt the decoder sends (``hspd.rewrite.build_prompt``: chat template with
     the SPEC §3 system and user messages, then the assistant prefix ``Here is the transcription result:
-    <answer>``) followed by ``{clean}</answer>`` and the end-of-turn token. With ``toxic_web_text`` the toxic
-    side of each pair also stands alone, as hate speech does in a real model's web pre-training: the
-    un-fine-tuned targets then continue toxic prompts toxically, as GPT2-XL does, and fine-tuning on a
-    detoxified corpus has something to remove. Plain texts end with EOS so the models learn to stop. The order
-    is plain texts, toxic texts, then demonstrations; training shuffles.
+    <answer>``) with a pair's toxic text, followed by the pair's answer, ``</answer>`` and the end-of-turn
+    token. The base models learn from them (repeated, so that they make a large share of the training text:
+    a batch pads to its longest text anyway, so more demonstrations per step cost nothing); the targets, like
+    GPT2-XL or LLaMA-2, see web text only. Plain texts end with EOS so the models learn to stop. The order is
+    plain texts, then demonstrations; training shuffles.
     """
     # The decoder's own prompt and stop string, so the demo base model learns exactly what it will be asked.
     from hspd.rewrite import ASSISTANT_PREFIX, STOP_STRING, build_prompt
 
-    end_of_turn = "<|im_end|>" if "<|im_end|>" in tokenizer.get_vocab() else tokenizer.eos_token
-    if end_of_turn is None:
-        raise ModelError("demo tokenizer has neither <|im_end|> nor an EOS token to end a demonstration with")
+    if tokenizer.eos_token is None:
+        raise ModelError("demo tokenizer has no EOS token to end a text with")
     texts = []
     for i, text in enumerate(plain_texts):
         if not isinstance(text, str) or not text.strip():
             raise ConfigError(f"demo pretraining text {i} is empty or not a string: {text!r}")
         texts.append(text + tokenizer.eos_token)
+    if isinstance(demonstrations, bool) or not isinstance(demonstrations, int) or demonstrations < 0:
+        raise ConfigError(f"demonstrations must be a whole number of repeats ≥ 0, got {demonstrations!r}")
+    if not demonstrations:
+        return texts
     for i, pair in enumerate(rewrite_pairs):
-        toxic, clean = pair
-        if not (isinstance(toxic, str) and toxic.strip() and isinstance(clean, str) and clean.strip()):
+        toxic, answer = pair
+        if not (isinstance(toxic, str) and toxic.strip() and isinstance(answer, str) and answer.strip()):
             raise ConfigError(f"rewrite pair {i} has an empty or non-string side: {pair!r}")
-    if toxic_web_text:
-        texts += [toxic + tokenizer.eos_token for toxic, _ in rewrite_pairs]
-    for toxic, clean in rewrite_pairs:
+    end_of_turn = "<|im_end|>" if "<|im_end|>" in tokenizer.get_vocab() else tokenizer.eos_token
+    for toxic, answer in rewrite_pairs:
         prompt = build_prompt(tokenizer, toxic)
         if not prompt.endswith(ASSISTANT_PREFIX):
             raise ModelError(f"build_prompt does not end with the assistant prefix {ASSISTANT_PREFIX!r}: "
                              f"...{prompt[-60:]!r}")
-        texts.append(f"{prompt}{clean}{STOP_STRING}{end_of_turn}")
+        texts += [f"{prompt}{answer}{STOP_STRING}{end_of_turn}"] * demonstrations
     return texts
 
 
