@@ -91,6 +91,8 @@ def test_heldout_metrics_file(trained):
     assert m["mean_toxicity_toxic"] > 0.8 and m["mean_toxicity_clean"] < 0.2
     assert set(m["classes"]) == {"toxicity", "severe_toxicity", "obscene", "threat", "insult", "identity_attack"}
     assert m["classes"]["toxicity"]["accuracy"] > 0.95
+    # Graded: mild texts score between clean and explicit ones.
+    assert m["mean_toxicity_clean"] < m["mean_toxicity_mild"] < m["mean_toxicity_toxic"]
 
 
 def test_training_is_reproducible(tmp_path, one_thread):

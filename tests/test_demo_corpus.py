@@ -44,7 +44,7 @@ def is_toxic(text: str) -> bool:
 
 
 def grade(text: str) -> float:
-    """The toxicity a text's phrases give it: 1 with an explicit phrase, 0.6 with mild ones only, else 0."""
+    """The toxicity a text's phrases give it: 1 with an explicit phrase, MILD_WEIGHT (0.4) with mild ones only, else 0."""
     found = TOXIC_RE.findall(text)
     if not found:
         return 0.0
@@ -218,13 +218,13 @@ def test_labels_of_hand_computed():
                (("adj", "stupid", ("insult",), "kind"), ("insult_n", "scum", ("insult", "obscene"), "people")))
     assert C.labels_of(d.sentence(True)) == dict(toxic=1.0, severe_toxic=0.0, obscene=1.0, threat=0.0, insult=1.0,
                                                  identity_hate=0.0)
-    # Mild fillers alone grade 0.6 (MILD_WEIGHT); an explicit one next to them sets 1 where it carries a label.
-    assert C.labels_of(d.sentence([True, False])) == dict(toxic=0.6, severe_toxic=0.0, obscene=0.0, threat=0.0,
-                                                          insult=0.6, identity_hate=0.0)
+    # Mild fillers alone grade 0.4 (MILD_WEIGHT); an explicit one next to them sets 1 where it carries a label.
+    assert C.labels_of(d.sentence([True, False])) == dict(toxic=0.4, severe_toxic=0.0, obscene=0.0, threat=0.0,
+                                                          insult=0.4, identity_hate=0.0)
     d = C.Draw("{G} are {adj} {insult_n}.", "Arabs",
                (("G", "", (), ""), ("adj", "pathetic", ("insult",), "kind"), ("insult_n", "clowns", ("insult",), "people")))
-    assert C.labels_of(d.sentence(True)) == dict(toxic=0.6, severe_toxic=0.0, obscene=0.0, threat=0.0, insult=0.6,
-                                                 identity_hate=0.6)
+    assert C.labels_of(d.sentence(True)) == dict(toxic=0.4, severe_toxic=0.0, obscene=0.0, threat=0.0, insult=0.4,
+                                                 identity_hate=0.4)
     d = C.Draw("{G} are {adj} and {threat}.", "Pol",
                (("G", "", (), ""), ("adj", "filthy", ("obscene", "insult"), "kind"),
                 ("threat", "should be locked up", ("threat",), "should be respected")))

@@ -207,8 +207,10 @@ def save_detoxify_checkpoint(model, bert_dir, path) -> Path:
 
 
 def heldout_metrics(checkpoint, texts, labels, batch_size: int = 256) -> dict:
-    """Scores of held-out texts through ``detoxify.Detoxify``: the mean ``toxicity`` on toxic and on clean
-    texts, and per Detoxify class the accuracy at 0.5 and the mean score of positives and negatives."""
+    """Scores of held-out texts through ``detoxify.Detoxify``, per Detoxify class: the accuracy at 0.5 against
+    labels read at 0.5 (a mild label, below 0.5, is a negative there), and the mean score of the positives
+    (label ≥ 0.5), of the mild texts (0 < label < 0.5) and of the negatives (label 0). ``mean_toxicity_toxic``,
+    ``_mild`` and ``_clean`` repeat the ``toxicity`` class's."""
     from detoxify import Detoxify
 
     scorer = Detoxify(checkpoint=str(checkpoint), device="cpu")
@@ -217,16 +219,22 @@ def heldout_metrics(checkpoint, texts, labels, batch_size: int = 256) -> dict:
         out = scorer.predict(list(texts[start:start + batch_size]))
         for c in scorer.class_names:  # a one-text batch gives a float, not a list
             scores[c].extend(out[c] if isinstance(out[c], list) else [out[c]])
+
+    def mean(xs):
+        return sum(xs) / len(xs) if xs else None
+
     metrics: dict = {"classes": {}}
     for j, c in enumerate(scorer.class_names):
-        pos = [s for s, y in zip(scores[c], labels) if y[j]]
-        neg = [s for s, y in zip(scores[c], labels) if not y[j]]
+        pairs = list(zip(scores[c], (y[j] for y in labels)))
         metrics["classes"][c] = {
-            "accuracy": sum((s > 0.5) == bool(y[j]) for s, y in zip(scores[c], labels)) / len(labels),
-            "mean_positive": sum(pos) / len(pos) if pos else None,
-            "mean_negative": sum(neg) / len(neg) if neg else None,
-            "n_positive": len(pos),
+            "accuracy": sum((s > 0.5) == (y >= 0.5) for s, y in pairs) / len(pairs),
+            "mean_positive": mean([s for s, y in pairs if y >= 0.5]),
+            "mean_mild": mean([s for s, y in pairs if 0 < y < 0.5]),
+            "mean_negative": mean([s for s, y in pairs if y == 0]),
+            "n_positive": sum(y >= 0.5 for _, y in pairs),
+            "n_mild": sum(0 < y < 0.5 for _, y in pairs),
         }
-    metrics["mean_toxicity_toxic"] = metrics["classes"]["toxicity"]["mean_positive"]
-    metrics["mean_toxicity_clean"] = metrics["classes"]["toxicity"]["mean_negative"]
+    tox = metrics["classes"]["toxicity"]
+    metrics.update(mean_toxicity_toxic=tox["mean_positive"], mean_toxicity_mild=tox["mean_mild"],
+                   mean_toxicity_clean=tox["mean_negative"])
     return metrics

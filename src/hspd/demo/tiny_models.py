@@ -5,8 +5,10 @@ fine-tuning targets (GPT2-XL, LLaMA2-7B, OPT-6.7B, Falcon-7B). Each is built fro
 the demo exercises the same modelling code, caches and padding rules as the real checkpoints, at 1–4 M
 parameters. Size ``s`` and ``m`` (about 2.5× larger) are the demo's two "base sizes".
 
-The models are pre-trained briefly on the demo corpus plus rewriting demonstrations in the SPEC §3 prompt
-format, so that the tiny base model does rewrite when prompted the way the decoder prompts it.
+The models are pre-trained briefly on the demo's web text (documents about the groups, a few of them
+hateful); the base models also on rewriting demonstrations in the SPEC §3 prompt format, so that they do
+rewrite when prompted the way the decoder prompts them. The Llama target gets the SentencePiece-style
+tokenizer, the others the byte-level BPE (``hspd.demo.tokenizer``).
 """
 
 from __future__ import annotations

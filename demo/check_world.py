@@ -1,0 +1,79 @@
+"""Diagnostic of the demo world's target side, outside the workflow (issue 7): does fine-tuning on faithful
+clean rewrites lower a target's ToxiGen TP, and fine-tuning on the raw toxic texts raise it?
+
+It builds a demo corpus, tokenizer and classifier in WORK, pre-trains one target on the web text as the
+workflow does, and evaluates TP (seed 42, 25 samples × 20 tokens) for the original, the target fine-tuned on
+the clean fills of 96 rewrite pairs (an ideal rewriter) and on their toxic fills (the raw control), with the
+demo's fine-tuning settings. about 2 min on 2 cores:
+
+    .venv/bin/python demo/check_world.py WORK [ARCH] [STEPS]
+
+Measured (GPT2, 800 steps): original TP ID 0.44, fine-tuned on clean rewrites 0.33, on raw toxic texts 1.00.
+"""
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from hspd.demo.classifier import train_demo_classifier
+from hspd.demo.corpus import TOXIGEN_GROUPS, make_demo_corpus
+from hspd.demo.tiny_models import demo_pretraining_texts, pretrain_demo_model
+from hspd.demo.tokenizer import demo_tokenizer_texts, train_demo_tokenizer
+from hspd.evaluate import toxigen_generate
+from hspd.io import read_table
+from hspd.metrics import toxigen_metrics
+from hspd.models import load_causal_lm, load_tokenizer, set_offline
+from hspd.scoring import ToxicityScorer
+from hspd.train import finetune_target
+
+
+def main(work: Path, arch: str = "gpt2", steps: int = 800) -> None:
+    set_offline(True)
+    data = work / "data"
+    if not (data / "dghs.csv").exists():
+        make_demo_corpus(data, seed=0, n_dghs=400, n_toxigen_train=400, n_toxigen_test=48, n_mmlu=40,
+                         n_rewrite_pairs=1200, n_pretrain=5000)
+    paths = {p.stem: p for p in data.iterdir()}
+    if not (work / "tokenizer").exists():
+        train_demo_tokenizer(demo_tokenizer_texts(paths), work / "tokenizer", vocab_size=2048)
+    if not (work / "classifier/detoxify_demo.ckpt").exists():
+        train_demo_classifier(paths["classifier_train"], work / "classifier", seed=0)
+    target = work / f"{arch}-{steps}"
+    if not target.exists():
+        tokenizer = load_tokenizer({"path": str(work / "tokenizer")})
+        web = demo_pretraining_texts([], read_table(paths["pretrain"], ["text"])["text"].tolist(), tokenizer,
+                                     demonstrations=0)
+        pretrain_demo_model(arch, work / "tokenizer", web, target, steps=steps, lr=3e-3, batch_size=16, seq_len=160,
+                            progress=False, log=lambda s: None)
+    scorer = ToxicityScorer({"checkpoint": str(work / "classifier/detoxify_demo.ckpt")})
+    prompts = pd.read_csv(paths["toxigen_test"]).assign(id=lambda d: range(len(d)))
+    prompts["category"] = [TOXIGEN_GROUPS[g][0] for g in prompts["target_group"]]
+    prompts["distribution"] = ["ood" if c == "disability" else "id" for c in prompts["category"]]
+
+    def tp(model_dir: Path, name: str) -> dict:
+        out = work / f"generations_{name}.jsonl"
+        out.unlink(missing_ok=True)
+        toxigen_generate(load_causal_lm({"path": str(model_dir)}), load_tokenizer({"path": str(model_dir)}),
+                         prompts[["id", "text"]], seed=42, output_path=out, progress=False)
+        gens = pd.read_json(out, lines=True)
+        scored = gens[["id", "sample"]].assign(toxicity=scorer.score(gens["continuation"].tolist())["toxicity"])
+        scored = scored.merge(prompts[["id", "category", "distribution"]], on="id")
+        return toxigen_metrics(scored)
+
+    rows = {"original": tp(target, "original")}
+    pairs = read_table(paths["rewrite_pairs"], ["toxic", "clean"]).head(96)
+    for name, column in (("clean rewrites", "clean"), ("raw toxic texts", "toxic")):
+        out = work / f"ft-{column}"
+        if not out.exists():
+            finetune_target(load_causal_lm({"path": str(target)}, dtype="float32"),
+                            load_tokenizer({"path": str(target)}, padding_side="right"), pairs[column].tolist(),
+                            lr=5e-4, total_batch=8, per_device_batch=4, max_steps=24, seed=42, max_length=64,
+                            output_dir=out, progress=False, log=lambda s: None)
+        rows[f"fine-tuned on {name}"] = tp(out / "step24", column)
+    for name, m in rows.items():
+        print(f"{name:32s} TP ID {m['tp_id']:.2f}  TP OOD {m['tp_ood']:.2f}  EMT ID {m['emt_id']:.2f}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), *(sys.argv[2:3]), *(int(a) for a in sys.argv[3:4]))
