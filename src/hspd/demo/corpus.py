@@ -9,8 +9,9 @@ phrase of the same role. The same draw filled both ways gives a toxic text and i
   neutral sentences about the groups;
 - ``rewrite_pairs`` are (toxic, clean) fills of fresh draws, with the ``answer`` that teaches the tiny base
   models to rewrite: clean, except that mild fillers mostly stay (what base-model rewriting overlooks);
-- ``pretrain`` is web text: documents of two or three sentences about one group, 30% of them hateful, so
-  that a model pre-trained on it continues a toxic ToxiGen prompt toxically and a benign one benignly;
+- ``pretrain`` is web text: documents of two to four sentences about one group, a few of them hateful
+  (``HATEFUL_DOC_SHARE``), so that a model pre-trained on it continues a toxic ToxiGen prompt toxically and a
+  benign one benignly;
 - ``classifier_train`` labels every text from its fills, graded: explicit toxic phrases set their labels to 1,
   mild ones ("stupid", "clowns") to 0.4, so the demo classifier learns the vocabulary, not the group names,
   and scores none < mild < explicit.
@@ -340,9 +341,9 @@ def labels_of(pieces: Sequence[Piece]) -> dict[str, float]:
     if "toxic" in found and any(p.kind == "group" for p in pieces):
         found["identity_hate"] = max(found.get("identity_hate", 0.0), found["toxic"])
     explicit = {label for label, w in found.items() if w == 1.0}
-    if found.get("severe_toxic", 0.0) < 1.0 and len(explicit & {"obscene", "threat", "insult", "identity_hate"}) >= 3:
+    if len(explicit & {"obscene", "threat", "insult", "identity_hate"}) >= 3:
         found["severe_toxic"] = 1.0
-    if found.get("severe_toxic", 0.0) < 1.0:
+    if found.get("severe_toxic") != 1.0:
         found.pop("severe_toxic", None)  # severity is never mild
     return {label: float(found.get(label, 0.0)) for label in LABELS}
 
@@ -373,12 +374,17 @@ def window(pieces: Sequence[Piece], rng: random.Random, min_words: int = 3) -> t
 
 def scramble(pieces: Sequence[Piece], rng: random.Random) -> tuple[Piece, ...]:
     """The words of a sentence in random order, fillers and group nouns kept whole (so its labels stay)."""
-    units = [Piece(w, "text") for p in pieces if p.kind == "text" for w in p.text.split()]
-    units += [Piece(p.text, p.kind, p.labels) for p in pieces if p.kind != "text"]
+    units = [(Piece(w, "text"),) for p in pieces if p.kind == "text" for w in p.text.split()]
+    units += [(p,) for p in pieces if p.kind != "text"]
     rng.shuffle(units)
+    return joined(units)
+
+
+def joined(parts: Sequence[Sequence[Piece]]) -> tuple[Piece, ...]:
+    """The pieces of ``parts`` in order, a space between consecutive parts."""
     out: list[Piece] = []
-    for k, unit in enumerate(units):
-        out += ([Piece(" ", "text")] if k else []) + [unit]
+    for k, part in enumerate(parts):
+        out += ([Piece(" ", "text")] if k else []) + list(part)
     return tuple(out)
 
 
@@ -667,12 +673,11 @@ def web_document(rng: random.Random, hateful: bool) -> tuple[Piece, ...]:
         t = rng.choices(pool, weights=weights)[0]
         if t not in templates:
             templates.append(t)
-    pieces: list[Piece] = []
-    for k, template in enumerate(templates):
+    sentences = []
+    for template in templates:
         d = draw(rng, template, noun)
-        mask = [rng.random() < DOC_TOXIC_SLOT for _ in range(d.n_slots)] if hateful else False
-        pieces += ([Piece(" ", "text")] if k else []) + list(d.sentence(mask))
-    return tuple(pieces)
+        sentences.append(d.sentence([rng.random() < DOC_TOXIC_SLOT for _ in range(d.n_slots)] if hateful else False))
+    return joined(sentences)
 
 
 def pretrain_texts(rng: random.Random, n: int, facts: Sequence[Fact]) -> list[str]:
