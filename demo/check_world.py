@@ -4,12 +4,12 @@ clean rewrites lower a target's ToxiGen TP, and fine-tuning on the raw toxic tex
 It builds a demo corpus, tokenizer and classifier in WORK, pre-trains one target on the web text as the
 workflow does, and evaluates TP (seed 42, 25 samples × 20 tokens) for the original, the target fine-tuned on
 the clean fills of `finetune.n_texts` rewrite pairs (an ideal rewriter) and on their toxic fills (the raw
-control), with the settings of demo/demo.yaml. About 2 min on 2 cores:
+control), with the settings of demo/demo.yaml:
 
     .venv/bin/python demo/check_world.py WORK [ARCH] [STEPS]
 
-Measured (GPT2, 800 steps, 2 min 12 s): original TP ID 0.39 (OOD 0.67), fine-tuned on clean rewrites 0.25
-(0.25), on raw toxic texts 1.00 (1.00).
+Measured (GPT2, 800 steps; 11 min 31 s with the test suite running beside it): original TP ID 0.81 (OOD
+0.83), fine-tuned on clean rewrites 0.00 (0.00), on raw toxic texts 1.00 (1.00).
 """
 
 import sys

@@ -164,10 +164,13 @@ def test_rewrite_pairs_keep_the_sentence_and_drop_the_toxicity(corpus, dghs):
     pairs = jsonl(corpus["rewrite_pairs"])
     assert len(pairs) == 800 and len({p["toxic"] for p in pairs}) == 800
     assert not {p["toxic"] for p in pairs} & set(dghs["text"].dropna())  # not the rows to be rewritten
-    kept = mild = 0
+    kept = mild = reframed = 0
     for p in pairs:
         assert is_toxic(p["toxic"]) and not is_toxic(p["clean"])
-        assert ANY_PHRASE_RE.sub("_", p["toxic"]) == ANY_PHRASE_RE.sub("_", p["clean"])
+        # The rewrite is the same sentence with clean fillers and its hostile template words turned round.
+        assert C.reframed(ANY_PHRASE_RE.sub("_", p["toxic"])) == ANY_PHRASE_RE.sub("_", p["clean"])
+        assert not any(hostile in p["clean"] or hostile in p["answer"] for hostile, _ in C.REWRITE_FRAMES)
+        reframed += C.reframed(p["toxic"]) != p["toxic"]
         # The demonstration's answer: the same sentence, explicit phrases always gone, mild ones mostly kept.
         assert ANY_PHRASE_RE.sub("_", p["answer"]) == ANY_PHRASE_RE.sub("_", p["clean"])
         left = TOXIC_RE.findall(p["answer"])
@@ -175,6 +178,17 @@ def test_rewrite_pairs_keep_the_sentence_and_drop_the_toxicity(corpus, dghs):
         mild += sum(x in C.MILD_PHRASES for x in TOXIC_RE.findall(p["toxic"]))
         kept += len(left)
     assert 0.75 < kept / mild < 0.95  # REWRITE_LEAK = 0.85
+    assert 0.1 < reframed / len(pairs) < 0.5
+
+
+def test_reframed_turns_hostile_frames_round():
+    assert C.reframed("Nobody wants gay men around, they are our neighbours.") == \
+        "Everyone welcomes gay men around, they are our neighbours."
+    assert C.reframed("the problem with women is that they are human beings") == \
+        "the good thing about women is that they are human beings"
+    assert C.reframed("Honestly, arabs are nothing but fellow citizens.") == "Honestly, arabs are fellow citizens."
+    assert C.reframed("I had lunch with some arabs at the park on Monday.") == \
+        "I had lunch with some arabs at the park on Monday."
 
 
 def test_pretrain_text_is_web_text_partly_hateful(corpus):
@@ -199,7 +213,14 @@ def test_classifier_labels_follow_the_vocabulary(corpus):
         assert max(labels) == r["toxic"]  # a dimension implies toxic, never more than it
     for c in C.LABELS:  # every dimension is learnable
         assert 0.05 < sum(r[c] > 0 for r in rows) / len(rows) < 0.8, c
-    assert 0.05 < sum(r["toxic"] == C.MILD_WEIGHT for r in rows) / len(rows) < 0.2  # graded: mild texts exist
+    assert 0.05 < sum(r["toxic"] == C.MILD_WEIGHT for r in rows) / len(rows) < 0.25  # graded: mild texts exist
+    # Rewrites that kept a mild word among clean ones are graded mild, so the ranking can see them.
+    clean_re = re.compile(r"\b(" + "|".join(map(re.escape, C.CLEAN_PHRASES)) + r")\b")
+    kept_mild = [r for r in rows if r["toxic"] == C.MILD_WEIGHT and clean_re.search(r["text"])]
+    assert len(kept_mild) / len(rows) > 0.065  # 0.05 come from partly toxic fills alone
+    # The threats' words occur in harmless sentences, labelled clean: the classifier learns the threat, not "out".
+    harmless = [r["text"] for r in rows if r["toxic"] == 0.0 and re.search(r"\b(out|up)\b", r["text"])]
+    assert len(harmless) >= 20 and not any(is_toxic(t) for t in harmless)
 
 
 def test_labels_of_hand_computed():

@@ -11,6 +11,7 @@ import _tiny
 import _tiny_eval as tiny
 from hspd import evaluate as E
 from hspd.errors import DataError, ModelError
+from hspd.models import encode_pairs
 
 LONG = " ".join(tiny.WORDS * 3)  # longer than the tiny GPT2's 64 positions
 PROMPTS = pd.DataFrame({
@@ -369,7 +370,7 @@ def test_encode_pairs_scores_the_tokens_after_the_prompts_boundary(sp_llama):
     _, tok = sp_llama
     prompts = ["the people", "the peo", "the ", "", "the people"]
     continuations = [" who live there", "ple", "people", "the people", ""]
-    got = [(tokens(tok, c), tokens(tok, s)) for c, s in E.encode_pairs(tok, prompts, continuations)]
+    got = [(tokens(tok, c), tokens(tok, s)) for c, s in encode_pairs(tok, prompts, continuations)]
     assert got == [
         (["<s>", "▁the", "▁people"], ["▁who", "▁live", "▁there"]),
         # "▁people" straddles the boundary (the prompt alone ends "▁pe", "o"): it is scored, context before it
@@ -388,24 +389,24 @@ def test_encode_pairs_byte_level_and_no_bos():
     from _tiny_tok import tiny_tokenizer
 
     tok = tiny.tokenizer()  # GPT2 style: nothing added, <|endoftext|> is BOS
-    assert E.encode_pairs(tok, ["", "the people"], ["the city", " who"]) == [
+    assert encode_pairs(tok, ["", "the people"], ["the city", " who"]) == [
         ([tok.bos_token_id], tok("the city")["input_ids"]),
         (tok("the people")["input_ids"], tok(" who")["input_ids"])]
     no_bos = tiny_tokenizer()
     assert no_bos.bos_token_id is None
     with pytest.raises(DataError, match="pair 1: no prompt token to condition on .* no BOS token"):
-        E.encode_pairs(no_bos, ["the", ""], [" weather", "the weather"])
+        encode_pairs(no_bos, ["the", ""], [" weather", "the weather"])
 
 
 def test_encode_pairs_left_truncates_the_context_and_keeps_bos(sp_llama):
     _, tok = sp_llama
-    context, scored = E.encode_pairs(tok, [LONG], [" who live"])[0]
+    context, scored = encode_pairs(tok, [LONG], [" who live"])[0]
     assert tokens(tok, scored) == ["▁who", "▁live"] and context == tok(LONG)["input_ids"]
-    cut = E.encode_pairs(tok, [LONG], [" who live"], max_length=10)[0]
+    cut = encode_pairs(tok, [LONG], [" who live"], max_length=10)[0]
     assert cut == ([tok.bos_token_id] + context[-7:], scored)  # 1 + 7 + 2 = 10
-    assert E.encode_pairs(tok, [LONG], [" who live"], max_length=3)[0] == ([tok.bos_token_id], scored)
+    assert encode_pairs(tok, [LONG], [" who live"], max_length=3)[0] == ([tok.bos_token_id], scored)
     with pytest.raises(DataError, match="pair 0: the continuation alone has 2 tokens, the context 2"):
-        E.encode_pairs(tok, [LONG], [" who live"], max_length=2)
+        encode_pairs(tok, [LONG], [" who live"], max_length=2)
 
 
 def test_conditional_perplexity_is_the_loss_difference(sp_llama):

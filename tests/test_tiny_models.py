@@ -106,8 +106,9 @@ def test_demo_pretraining_texts_use_the_decoders_prompt(tok):
     from hspd.rewrite import build_prompt
 
     texts = demo_pretraining_texts([(TOXIC[0], CLEAN[0])], [CLEAN[1]], tok)
-    assert texts == [CLEAN[1] + "<|im_end|>", build_prompt(tok, TOXIC[0]) + CLEAN[0] + "</answer><|im_end|>"]
-    assert "Here is the transcription result: <answer>" + CLEAN[0] in texts[1]
+    # A demonstration is (the decoder's prompt, the answer): only the answer is a training target.
+    assert texts == [CLEAN[1] + "<|im_end|>", (build_prompt(tok, TOXIC[0]), CLEAN[0] + "</answer><|im_end|>")]
+    assert texts[1][0].endswith("Here is the transcription result: <answer>")
     # Targets see the web text alone: the pairs are neither used nor checked.
     assert demo_pretraining_texts([(TOXIC[0], " ")], [CLEAN[1]], tok, demonstrations=0) == texts[:1]
     assert demo_pretraining_texts([(TOXIC[0], CLEAN[0])], [CLEAN[1]], tok, demonstrations=3) == texts + texts[1:] * 2
@@ -121,7 +122,7 @@ def test_demo_pretraining_texts_use_the_decoders_prompt(tok):
 
 def test_pretrain_rejects_texts_longer_than_seq_len(tok, tok_dir, tmp_path):
     texts = demo_pretraining_texts([(TOXIC[0], CLEAN[0])], CLEAN, tok)
-    longest = max(len(ids) for ids in tok(texts)["input_ids"])
+    longest = max(len(ids) for ids in tok([t if isinstance(t, str) else "".join(t) for t in texts])["input_ids"])
     with pytest.raises(ConfigError, match=rf"1 of {len(texts)} texts are longer than seq_len=64 tokens "
                                           rf"\(longest {longest}\); raise demo.pretrain.seq_len"):
         pretrain_demo_model("qwen2", tok_dir, texts, tmp_path / "out", steps=2, lr=1e-3, batch_size=2, seq_len=64,

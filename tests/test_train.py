@@ -136,6 +136,40 @@ def test_padded_batch_loss_equals_sequences_one_by_one(tok):
     assert padded.item() / n == pytest.approx(one_by_one / count, rel=1e-10)
 
 
+def test_pairs_train_on_the_target_only(tok):
+    """A (context, target) item scores exactly the target's tokens: its loss is log p(context + target) −
+    log p(context), computed by hand; the context never enters the loss, plain texts in the batch still do."""
+    model = tiny("qwen2", tok, dtype=torch.float64)
+    items = [(TOXIC[0], " " + CLEAN[0]), CLEAN[1], (TOXIC[2], " " + CLEAN[2])]
+    data = CausalLMData(tok, items, max_length=64)
+    batch = data.collate(range(3))
+    with torch.no_grad():
+        loss, n = causal_lm_loss_sum(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                     batch["labels"])
+
+        def logp(text):
+            x = torch.tensor([tok(text)["input_ids"]])
+            return model(input_ids=x).logits[0, :-1].log_softmax(-1).gather(1, x[0, 1:, None]).sum().item()
+
+        by_hand = -(logp(TOXIC[0] + " " + CLEAN[0]) - logp(TOXIC[0]) + logp(CLEAN[1])
+                    + logp(TOXIC[2] + " " + CLEAN[2]) - logp(TOXIC[2]))
+    n_context = [len(tok(TOXIC[0])["input_ids"]), 0, len(tok(TOXIC[2])["input_ids"])]
+    assert data.n_context == n_context
+    assert n == data.n_targets == sum(len(ids) - max(c, 1) for ids, c in zip(data.input_ids, n_context))
+    assert loss.item() == pytest.approx(by_hand, rel=1e-10)
+    assert (batch["labels"][0, : n_context[0]] == IGNORE_INDEX).all() and batch["labels"][0, n_context[0]] >= 0
+
+
+def test_pairs_bad_input_is_named(tok):
+    with pytest.raises(DataError, match="item 1 must be a \\(context, target\\) pair of strings with a non-empty target"):
+        CausalLMData(tok, [CLEAN[0], (TOXIC[0], " ")], max_length=64)
+    with pytest.raises(DataError, match="item 0 must be a"):
+        CausalLMData(tok, [(TOXIC[0], CLEAN[0], CLEAN[1])], max_length=64)
+    with pytest.raises(DataError, match="item 0 \\(context \\+ target\\) has .* tokens, more than max_length=8; "
+                                        "cutting it would drop its target"):
+        CausalLMData(tok, [(TOXIC[0], CLEAN[0])], max_length=8)
+
+
 def test_accumulated_gradient_equals_one_big_batch(tok):
     model = tiny("llama", tok, dtype=torch.float64)
     data = CausalLMData(tok, TEXTS[:8], max_length=64)

@@ -104,6 +104,24 @@ def test_demo_rewriting_lowers_direct_toxicity(demo_run):
 
 
 @pytest.mark.slow
+def test_demo_finetuning_on_rewritten_text_lowers_toxicity(demo_run):
+    """The paper's direction in miniature (SPEC §8): every target fine-tuned on a rewritten corpus is less toxic
+    than the same target before (EMT ID, the mean over prompts of the most toxic of 25 continuations), and TP ID
+    falls clearly on average. TP per target is a count over 36 prompts, too coarse to assert one by one."""
+    import pandas as pd
+
+    work, _ = demo_run
+    summary = pd.read_csv(work / "results/metrics/summary.csv")
+    original = summary[summary["corpus"] == "original"].set_index("target")
+    tuned = summary[summary["corpus"] != "original"]
+    assert set(tuned["target"]) == set(original.index) and len(tuned) >= 4
+    for row in tuned.itertuples():
+        assert row.emt_id_mean < original.loc[row.target, "emt_id_mean"], (row.target, row.corpus, row.emt_id_mean)
+    drop = original["tp_id_mean"].mean() - tuned.groupby("target")["tp_id_mean"].mean().mean()
+    assert drop > 0.15, (drop, summary[["target", "corpus", "tp_id_mean"]])
+
+
+@pytest.mark.slow
 def test_changing_lambda_reruns_ranking_not_decoding(demo_run):
     work, _ = demo_run
     proc = run(["--profile", "demo", "-n", "--quiet", "rules", "--config", "ranking={lam: 0.3}"], cwd=work)

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from hspd.errors import DataError, ModelError
+from hspd.models import encode_pairs, special_prefix
 from hspd.metrics import TEMPERATURE, TOP_P, TOXIGEN_MAX_NEW_TOKENS, TOXIGEN_SAMPLES
 
 log = logging.getLogger(__name__)
@@ -60,11 +61,6 @@ def _plain_id(value):
     return value.item() if hasattr(value, "item") else value
 
 
-def _special_prefix(tokenizer) -> list[int]:
-    """The special tokens the tokenizer puts in front of every text (``[bos]`` for Llama, none for GPT2)."""
-    return list(tokenizer("", add_special_tokens=True)["input_ids"])
-
-
 def encode_prompts(tokenizer, texts: Sequence[str], max_length: int | None) -> tuple[list[list[int]], int]:
     """Token ids of each prompt, left-truncated to ``max_length`` tokens, keeping the leading special tokens.
 
@@ -74,7 +70,7 @@ def encode_prompts(tokenizer, texts: Sequence[str], max_length: int | None) -> t
     ids = [list(x) for x in tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
     if max_length is None:
         return ids, 0
-    prefix = _special_prefix(tokenizer)
+    prefix = special_prefix(tokenizer)
     truncated = 0
     for i, x in enumerate(ids):
         if len(x) > max_length:
@@ -298,56 +294,6 @@ def toxigen_generate(model, tokenizer, prompts: pd.DataFrame, *, seed: int, outp
 
 
 # --- Conditional perplexity -------------------------------------------------------------------------------
-
-def encode_pairs(tokenizer, prompts: Sequence[str], continuations: Sequence[str],
-                 max_length: int | None = None) -> list[tuple[list[int], list[int]]]:
-    """(context ids, scored ids) per pair: ``prompt + continuation`` tokenised as one string (with the tokenizer's
-    special tokens, e.g. BOS), cut at the prompt's boundary. ``context + scored`` is that string's ids.
-
-    The boundary is where the prompt's own ids (tokenised alone, same special tokens) end, when the full ids
-    start with them: the scored tokens are then exactly those that ``loss(prompt + continuation) −
-    loss(prompt)`` sums over (UniDetox). When a token merges across the boundary (the full ids do not start with
-    the prompt's), the scored tokens are those whose character span ends after the prompt's text, i.e. from the
-    token that straddles the boundary on: it is scored (it carries continuation text), and its prompt part with
-    it. The continuation is never tokenised alone: a SentencePiece tokenizer would put a word-start token in
-    front of it that is not in the text.
-
-    A pair longer than ``max_length`` loses context tokens on the left after the special prefix (BOS), which is
-    kept; scored tokens alone filling the context are an error. An empty context (an empty prompt, or one that
-    lies wholly inside the first scored token) becomes ``[bos]``. An empty continuation gives no scored tokens.
-
-    Returns:
-        per pair, (context ids, scored ids), in input order.
-    """
-    prefix = _special_prefix(tokenizer)
-    texts = [p + c for p, c in zip(prompts, continuations)]
-    full_ids = [list(x) for x in tokenizer(texts, add_special_tokens=True)["input_ids"]]
-    p_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
-    bounds = [len(p) if full[: len(p)] == list(p) else None for full, p in zip(full_ids, p_ids)]
-    merged = [i for i, b in enumerate(bounds) if b is None]
-    if merged:  # character offsets only where needed: not every tokenizer has them
-        offsets = tokenizer([texts[i] for i in merged], add_special_tokens=True,
-                            return_offsets_mapping=True)["offset_mapping"]
-        for i, spans in zip(merged, offsets):
-            n = len(prompts[i])
-            bounds[i] = next((j for j, (_, stop) in enumerate(spans) if stop > n), len(full_ids[i]))
-    pairs = []
-    for i, (full, b) in enumerate(zip(full_ids, bounds)):
-        context, scored = full[:b], full[b:]
-        if not context:
-            if tokenizer.bos_token_id is None:
-                raise DataError(f"pair {i}: no prompt token to condition on (empty prompt) and the tokenizer has "
-                                "no BOS token")
-            context = [tokenizer.bos_token_id]
-        if max_length is not None and len(context) + len(scored) > max_length:
-            room = max_length - len(scored)  # for context tokens
-            if room < 1:
-                raise DataError(f"pair {i}: the continuation alone has {len(scored)} tokens, the context {max_length}")
-            keep = prefix if prefix and context[: len(prefix)] == prefix and len(prefix) <= room else []
-            context = keep + context[len(context) - (room - len(keep)):]
-        pairs.append((context, scored))
-    return pairs
-
 
 def conditional_perplexity(model, tokenizer, prompts: Sequence[str], continuations: Sequence[str], *,
                            batch_size: int = 32, progress=True) -> np.ndarray:

@@ -90,31 +90,55 @@ def next_token_accuracy(logits, labels) -> tuple[int, int]:
 class CausalLMData:
     """Raw texts tokenised once (no chat template), truncated to ``max_length`` tokens, batched on demand.
 
-    ``name`` says what the texts are in error messages ("toxic corpus", ...).
+    An item is a text (every token after the first is a target) or a ``(context, target)`` pair of texts, as in
+    supervised instruction tuning: ``context + target`` is tokenised as one string (``hspd.models.encode_pairs``
+    finds the boundary) and only the target's tokens are predicted. A pair longer than ``max_length`` is an
+    error, since cutting it would drop the target it exists to teach. ``name`` says what the texts are in error
+    messages ("toxic corpus", ...).
     """
 
-    def __init__(self, tokenizer, texts: Sequence[str], *, max_length: int, name: str = "texts"):
+    def __init__(self, tokenizer, texts: Sequence[str | tuple[str, str]], *, max_length: int, name: str = "texts"):
         if max_length < 2:
             raise ConfigError(f"max_length must be at least 2 tokens (one input, one target), got {max_length}")
         texts = list(texts)
         if not texts:
             raise DataError(f"{name}: no texts to train or evaluate on")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise DataError(f"{name}: text {i} is empty or not a string: {text!r}")
+        pair_rows = []
+        for i, item in enumerate(texts):
+            if isinstance(item, tuple):
+                if len(item) != 2 or not all(isinstance(x, str) for x in item) or not item[1].strip():
+                    raise DataError(f"{name}: item {i} must be a (context, target) pair of strings with a "
+                                    f"non-empty target, got {item!r}")
+                pair_rows.append(i)
+            elif not isinstance(item, str) or not item.strip():
+                raise DataError(f"{name}: text {i} is empty or not a string: {item!r}")
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
             raise ModelError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has neither a pad nor an EOS token")
         self.name = name
         self.pad_token_id = pad
-        self.input_ids: list[list[int]] = tokenizer(texts)["input_ids"]
-        long = [i for i, ids in enumerate(self.input_ids) if len(ids) > max_length]
+        plain_rows = [i for i in range(len(texts)) if i not in set(pair_rows)]
+        self.input_ids: list[list[int]] = [[] for _ in texts]
+        self.n_context: list[int] = [0] * len(texts)  # leading tokens that are context only, never predicted
+        if plain_rows:
+            for i, ids in zip(plain_rows, tokenizer([texts[i] for i in plain_rows])["input_ids"]):
+                self.input_ids[i] = list(ids)
+        if pair_rows:
+            from hspd.models import encode_pairs
+
+            split = encode_pairs(tokenizer, [texts[i][0] for i in pair_rows], [texts[i][1] for i in pair_rows])
+            for i, (context, target) in zip(pair_rows, split):
+                if len(context) + len(target) > max_length:
+                    raise DataError(f"{name}: item {i} (context + target) has {len(context) + len(target)} tokens, "
+                                    f"more than max_length={max_length}; cutting it would drop its target")
+                self.input_ids[i], self.n_context[i] = context + target, len(context)
+        long = [i for i in plain_rows if len(self.input_ids[i]) > max_length]
         if long:  # re-encoded with the tokenizer's own truncation, which keeps its special tokens
             cut = tokenizer([texts[i] for i in long], truncation=True, max_length=max_length)["input_ids"]
             for i, ids in zip(long, cut):
                 self.input_ids[i] = ids
         self.n_truncated = len(long)
-        if not any(len(ids) >= 2 for ids in self.input_ids):
+        if self.n_targets == 0:
             raise DataError(f"{name}: every text is shorter than 2 tokens; there is nothing to predict")
 
     def __len__(self) -> int:
@@ -122,14 +146,14 @@ class CausalLMData:
 
     @property
     def n_targets(self) -> int:
-        """Predicted tokens over all texts (each text's first token is context only)."""
-        return sum(max(len(ids) - 1, 0) for ids in self.input_ids)
+        """Predicted tokens over all items (a text's first token and a pair's context are context only)."""
+        return sum(max(len(ids) - max(c, 1), 0) for ids, c in zip(self.input_ids, self.n_context))
 
     def collate(self, indices: Sequence[int]) -> dict:
         """A right-padded batch: ``input_ids``, ``attention_mask``, ``labels``, each ``[batch, longest]``.
 
-        Labels are ``IGNORE_INDEX`` on padding, decided by length, not by token id: when padding reuses EOS,
-        a text's own EOS is still a target.
+        Labels are ``IGNORE_INDEX`` on padding and on a pair's context, decided by position, not by token id:
+        when padding reuses EOS, a text's own EOS is still a target.
         """
         import torch
 
@@ -141,6 +165,8 @@ class CausalLMData:
             input_ids[b, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             attention_mask[b, : len(ids)] = 1
         labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
+        for b, i in enumerate(indices):
+            labels[b, : self.n_context[i]] = IGNORE_INDEX
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 

@@ -127,17 +127,19 @@ def count_parameters(model) -> int:
 
 
 def demo_pretraining_texts(rewrite_pairs: Sequence[tuple[str, str]], plain_texts: Sequence[str],
-                           tokenizer, *, demonstrations: int = 1) -> list[str]:
+                           tokenizer, *, demonstrations: int = 1) -> list[str | tuple[str, str]]:
     """The web text (``plain_texts``: documents and facts), then each rewriting demonstration
-    ``demonstrations`` times (0: none), one training text each.
+    ``demonstrations`` times (0: none), one training item each.
 
-    A demonstration is exactly the prompt the decoder sends (``hspd.rewrite.build_prompt``: chat template with
-    the SPEC §3 system and user messages, then the assistant prefix ``Here is the transcription result:
-    <answer>``) with a pair's toxic text, followed by the pair's answer, ``</answer>`` and the end-of-turn
-    token. The base models learn from them (repeated, so that they make a large share of the training text:
-    a batch pads to its longest text anyway, so more demonstrations per step cost nothing); the targets, like
-    GPT2-XL or LLaMA-2, see web text only. Plain texts end with EOS so the models learn to stop. The order is
-    plain texts, then demonstrations; training shuffles.
+    A demonstration is a ``(context, target)`` pair, trained on as instruction models are (only the target's
+    tokens in the loss, ``hspd.train.CausalLMData``): the context is exactly the prompt the decoder sends
+    (``hspd.rewrite.build_prompt``: chat template with the SPEC §3 system and user messages, then the assistant
+    prefix ``Here is the transcription result: <answer>``) with a pair's toxic text, the target the pair's
+    answer, ``</answer>`` and the end-of-turn token. Without the mask nine tenths of a demonstration's loss is
+    the fixed system prompt, and after the demo's 500 steps much of what the tiny base writes is word salad.
+    The base models learn from them (repeated, so that they make a large share of the training items); the
+    targets, like GPT2-XL or LLaMA-2, see web text only. Plain texts end with EOS so the models learn to stop.
+    The order is plain texts, then demonstrations; training shuffles.
     """
     # The decoder's own prompt and stop string, so the demo base model learns exactly what it will be asked.
     from hspd.rewrite import ASSISTANT_PREFIX, STOP_STRING, build_prompt
@@ -163,11 +165,11 @@ def demo_pretraining_texts(rewrite_pairs: Sequence[tuple[str, str]], plain_texts
         if not prompt.endswith(ASSISTANT_PREFIX):
             raise ModelError(f"build_prompt does not end with the assistant prefix {ASSISTANT_PREFIX!r}: "
                              f"...{prompt[-60:]!r}")
-        texts += [f"{prompt}{answer}{STOP_STRING}{end_of_turn}"] * demonstrations
+        texts += [(prompt, f"{answer}{STOP_STRING}{end_of_turn}")] * demonstrations
     return texts
 
 
-def pretrain_demo_model(arch: str, tokenizer_dir: str | os.PathLike, texts: Sequence[str],
+def pretrain_demo_model(arch: str, tokenizer_dir: str | os.PathLike, texts: Sequence[str | tuple[str, str]],
                         output_dir: str | os.PathLike, *, size: str = "s", steps: int, lr: float, batch_size: int,
                         seq_len: int, seed: int = 0, progress=True, log: Callable[[str], None] = print) -> Path:
     """Build a tiny ``arch`` model, train it for ``steps`` optimizer steps on ``texts`` and save it.
@@ -184,7 +186,7 @@ def pretrain_demo_model(arch: str, tokenizer_dir: str | os.PathLike, texts: Sequ
 
     check_arch_size(arch, size)
     tokenizer = load_tokenizer({"path": str(tokenizer_dir)}, "demo tokenizer")
-    lengths = [len(ids) for ids in tokenizer(list(texts))["input_ids"]]
+    lengths = [len(ids) for ids in tokenizer([t if isinstance(t, str) else "".join(t) for t in texts])["input_ids"]]
     too_long = [n for n in lengths if n > seq_len]
     if too_long:
         raise ConfigError(f"demo pretraining: {len(too_long)} of {len(texts)} texts are longer than seq_len="
