@@ -103,14 +103,19 @@ def test_training_is_deterministic(texts, tmp_path):
     assert (a / "chat_template.jinja").exists()
 
 
+@pytest.mark.parametrize("kind", ["bpe", "sentencepiece"])
+def test_trainers_reject_empty_texts_and_a_file_as_folder(kind, tmp_path):
+    train = T.demo_tokenizer_trainer(kind)
+    with pytest.raises(DataError, match="no non-empty training texts"):
+        train(["", "  "], tmp_path / "t")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is not a folder"):
+        train(["some text"], tmp_path / "file")
+
+
 def test_bad_inputs(corpus, tmp_path):
     with pytest.raises(ConfigError, match=r"demo\.tokenizer_vocab = 100: a byte-level BPE needs at least"):
         T.train_demo_tokenizer(["some text"], tmp_path / "t", vocab_size=100)
-    with pytest.raises(DataError, match="no non-empty training texts"):
-        T.train_demo_tokenizer(["", "  "], tmp_path / "t")
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(ConfigError, match="is not a folder"):
-        T.train_demo_tokenizer(["some text"], tmp_path / "file")
     with pytest.raises(DataError, match="no corpus files"):
         T.demo_tokenizer_texts({})
     pd.DataFrame({"id": [1], "label": ["x"]}).to_csv(tmp_path / "bad.csv", index=False)
@@ -245,11 +250,6 @@ def test_sp_training_is_deterministic(texts, tmp_path):
 def test_sp_bad_inputs_and_kinds(tmp_path):
     with pytest.raises(ConfigError, match=r"demo\.tokenizer_vocab = 259: a SentencePiece-style BPE needs at least 260"):
         T.train_demo_sp_tokenizer(["some text"], tmp_path / "t", vocab_size=259)
-    with pytest.raises(DataError, match="no non-empty training texts"):
-        T.train_demo_sp_tokenizer(["", "  "], tmp_path / "t")
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(ConfigError, match="is not a folder"):
-        T.train_demo_sp_tokenizer(["some text"], tmp_path / "file")
     assert T.demo_tokenizer_trainer("bpe") is T.train_demo_tokenizer
     assert T.demo_tokenizer_trainer("sentencepiece") is T.train_demo_sp_tokenizer
     with pytest.raises(ConfigError, match=r"kind 'wordpiece': expected one of \['bpe', 'sentencepiece'\]"):

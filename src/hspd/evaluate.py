@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 
 from hspd.errors import DataError, ModelError
-from hspd.models import encode_pairs, special_prefix
 from hspd.metrics import TEMPERATURE, TOP_P, TOXIGEN_MAX_NEW_TOKENS, TOXIGEN_SAMPLES
+from hspd.models import encode_pairs, special_prefix
 
 log = logging.getLogger(__name__)
 

@@ -117,7 +117,8 @@ class CausalLMData:
             raise ModelError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has neither a pad nor an EOS token")
         self.name = name
         self.pad_token_id = pad
-        plain_rows = [i for i in range(len(texts)) if i not in set(pair_rows)]
+        is_pair = set(pair_rows)
+        plain_rows = [i for i in range(len(texts)) if i not in is_pair]
         self.input_ids: list[list[int]] = [[] for _ in texts]
         self.n_context: list[int] = [0] * len(texts)  # leading tokens that are context only, never predicted
         if plain_rows:

@@ -301,6 +301,11 @@ class Draw:
     def n_slots(self) -> int:
         return sum(field in SLOTS for field, *_ in self.fillers)
 
+    @property
+    def toxic_fillers(self) -> tuple[str, ...]:
+        """The toxic filler of each slot, in slot order (the order of a ``sentence`` mask)."""
+        return tuple(bad for field, bad, _, _ in self.fillers if field in SLOTS)
+
     def sentence(self, toxic: Sequence[bool] | bool) -> tuple[Piece, ...]:
         """The pieces, each slot filled toxic (True) or clean (False); one bool applies to every slot."""
         mask = [toxic] * self.n_slots if isinstance(toxic, bool) else list(toxic)
@@ -671,8 +676,7 @@ def rewrite_pairs(rng: random.Random, n: int, seen: set) -> list[dict]:
             d = draw(rng, rng.choice(HATE_TEMPLATES)[0], rng.choice(DGHS_NOUNS))
         else:
             d = draw(rng, rng.choice(TOXIGEN_TOXIC_TEMPLATES), rng.choice(TOXIGEN_NOUNS))
-        keep = [bad in MILD_PHRASES and rng.random() < REWRITE_LEAK
-                for field, bad, _, _ in d.fillers if field in SLOTS]
+        keep = [bad in MILD_PHRASES and rng.random() < REWRITE_LEAK for bad in d.toxic_fillers]
         return text_of(d.sentence(True)), reframed(text_of(d.sentence(False))), reframed(text_of(d.sentence(keep)))
 
     return [{"toxic": toxic, "clean": clean, "answer": answer}
@@ -771,7 +775,7 @@ def classifier_rows(rng: random.Random, n: int, seen: set, facts: Sequence[Fact]
                 mask[rng.randrange(d.n_slots)] = True  # at least one toxic filler
                 pieces = d.sentence(mask)
             elif kind == "mild":
-                pieces = d.sentence([bad in MILD_PHRASES for field, bad, _, _ in d.fillers if field in SLOTS])
+                pieces = d.sentence([bad in MILD_PHRASES for bad in d.toxic_fillers])
             elif kind == "fragment":
                 pieces = window(d.sentence(rng.random() < 0.6), rng)
             elif kind == "scrambled":
