@@ -38,9 +38,17 @@ include: "rules/demo.smk"
 include: "rules/data.smk"
 include: "rules/toxic.smk"
 include: "rules/rewrite.smk"
+include: "rules/baselines.smk"
 include: "rules/finetune.smk"
 include: "rules/evaluate.smk"
+include: "rules/select.smk"
 include: "rules/report.smk"
+
+
+# Bookkeeping that takes seconds runs on the submitting host, never in the cluster's queue.
+localrules:
+    select_steps,
+    distilled_corpus,
 
 
 rule all:

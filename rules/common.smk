@@ -1,6 +1,7 @@
 # Small helpers shared by the rules: library modules as inputs, sources as inputs, resources, targets.
 
-from hspd.config import METHOD_RE, ORIGINAL, corpus_name, grid_cells, grid_corpora, parse_corpus, rule_resources
+from hspd.config import METHOD_RE, ORIGINAL, grid_corpora, rule_resources
+import hspd.systems as S
 
 LIB = "src/hspd"
 ENV_TORCH = "../envs/torch.yaml"
@@ -10,11 +11,14 @@ ENV_REPORT = "../envs/report.yaml"
 wildcard_constraints:
     base=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     method=METHOD_RE,
-    corpus=rf"(?:{METHOD_RE})_[A-Za-z0-9._-]+|{ORIGINAL}",
     target=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    system=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    setting=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    split=r"val|test",
+    source=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    model=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     shard=r"\d+",
     seed=r"\d+",
-    ft=r"ft\d+|base",
     name=r"[A-Za-z0-9][A-Za-z0-9._-]*",
 
 
@@ -64,36 +68,15 @@ def base_size(wc):
 
 
 # ------------------------------------------------------------------------------------------------------
-# What gets evaluated
+# What gets evaluated: systems (hspd.systems), each a target plus a treatment
 # ------------------------------------------------------------------------------------------------------
 
-CELLS = grid_cells(config)
-FT_SEEDS = config["finetune"]["seeds"]
+EVALUATED = S.evaluated(config)
 EVAL_SEEDS = config["evaluation"]["seeds"]
 
 
-def ft_dirs():
-    """(target, corpus, ft) path parts of every evaluated model: ft<seed>, or `base` for the original."""
-    return [(c.target, c.corpus, "base" if c.ft_seed is None else f"ft{c.ft_seed}") for c in CELLS]
-
-
-def evaluated_model(wc):
-    """Inputs and spec of the model evaluated for (target, corpus, ft)."""
-    if wc.corpus == ORIGINAL:
-        return model_files(config["targets"][wc.target]["model"])
-    return [f"results/models/finetuned/{wc.target}/{wc.corpus}/{wc.ft}"]
-
-
-def evaluated_spec(wc):
-    """The source spec the evaluation loads: the target itself, or the chosen fine-tuning checkpoint."""
-    if wc.corpus == ORIGINAL:
-        return config["models"][config["targets"][wc.target]["model"]]
-    step = config["finetune"]["eval_step"]
-    return {"path": f"results/models/finetuned/{wc.target}/{wc.corpus}/{wc.ft}/step{step}"}
-
-
-def all_corpora():
-    return [f"results/corpora/{b}/{m}.jsonl" for b, m in grid_corpora(config)]
+def system_of(wc):
+    return S.get_system(config, wc.system)
 
 
 def final_outputs():
@@ -108,9 +91,15 @@ def final_outputs():
         "results/metrics/summary.csv",
         "results/tables/table1.md",
         "results/tables/table3.md",
+        "results/tables/unidetox.md",
         "results/figures/fig2_divergences.png",
         "results/figures/ppl_vs_tp.png",
+        "results/figures/validation_sweep.png",
     ]
+
+
+def all_corpora():
+    return [f"results/corpora/{b}/{m}.jsonl" for b, m in grid_corpora(config)]
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -122,11 +111,6 @@ def toxic_model_input(wc):
     return [] if wc.method == "prompt" else ["results/models/toxic"]
 
 
-def corpus_file(wc):
-    method, base = parse_corpus(wc.corpus)
-    return f"results/corpora/{base}/{method}.jsonl"
-
-
 def target_spec(wc):
     return config["models"][config["targets"][wc.target]["model"]]
 
@@ -135,14 +119,95 @@ def target_files(wc):
     return model_files(config["targets"][wc.target]["model"])
 
 
+def finetuned_dir(target, system, ft_seed):
+    return f"results/models/finetuned/{target}/{system}/ft{ft_seed}"
+
+
+def selection_input(wc):
+    """The selection a fine-tuning run trains to: none when this run is the sweep itself."""
+    if S.sweeps(config, wc.system, wc.target):
+        return []
+    return [S.selection_path(wc.target, wc.system, f"ft{wc.seed}")]
+
+
+def eval_model_files(wc):
+    """The model an evaluation (target, system, setting) loads: the released target, or a fine-tuning run."""
+    ft_seed, _ = S.parse_setting(wc.setting)
+    if ft_seed is None:
+        return target_files(wc)
+    return [finetuned_dir(wc.target, wc.system, ft_seed)]
+
+
+def eval_model_spec(wc):
+    """What the evaluation script loads: a registry spec, a sweep's checkpoint, or a run directory whose
+    chosen checkpoint the script finds in the selection file (`eval_selection`)."""
+    ft_seed, step = S.parse_setting(wc.setting)
+    if ft_seed is None:
+        return target_spec(wc)
+    run = finetuned_dir(wc.target, wc.system, ft_seed)
+    return {"path": f"{run}/step{step}" if step is not None else run}
+
+
+def eval_selection(wc):
+    """Test evaluations of a fine-tuned system read its selection; validation runs load their own step."""
+    ft_seed, step = S.parse_setting(wc.setting)
+    if ft_seed is None or step is not None or wc.get("split", "test") == "val":
+        return []
+    return [S.selection_path(wc.target, wc.system, wc.setting)]
+
+
 def mmlu_task_files(wc):
     m = config["evaluation"]["mmlu"]
     return [m["local"], m["dev"]] if "local" in m else []
 
 
 def run_files(kind):
-    """Every per-run result file of one kind over all evaluated models and evaluation seeds."""
-    parts = ft_dirs()
+    """Every per-run test result file of one kind over all evaluated models and evaluation seeds."""
     if kind == "mmlu":
-        return [f"results/eval/{t}/{c}/{f}/mmlu.json" for t, c, f in parts]
-    return [f"results/eval/{t}/{c}/{f}/seed{s}/{kind}.json" for t, c, f in parts for s in EVAL_SEEDS]
+        return [f"results/eval/test/{e.target}/{e.system}/{e.setting}/mmlu.json" for e in EVALUATED]
+    return [f"results/eval/test/{e.target}/{e.system}/{e.setting}/seed{s}/{kind}.json"
+            for e in EVALUATED for s in EVAL_SEEDS]
+
+
+def selection_files():
+    """The selection record of every evaluated fine-tuned model."""
+    return [S.selection_path(e.target, e.system, e.setting) for e in EVALUATED if e.setting != "base"]
+
+
+# ------------------------------------------------------------------------------------------------------
+# Fine-tuning, distillation and tables
+# ------------------------------------------------------------------------------------------------------
+
+def finetune_texts(wc):
+    system = system_of(wc)
+    if system.sampled:
+        return f"results/finetune_sets/{wc.target}/{wc.system}/seed{wc.seed}.jsonl"
+    return system.texts
+
+
+UNI = config["systems"]["unidetox"]
+# Distilled source → UniDetox's α (None: plain samples), for the sources the config enables.
+DISTILLED = {S.distilled_source(a): a for a in (UNI["alphas"] if UNI["enabled"] else [])}
+if config["systems"]["gpt2_samples"]["enabled"]:
+    DISTILLED[S.distilled_source(None)] = None
+
+
+def distill_toxic(wc):
+    return [] if DISTILLED[wc.source] is None else [f"results/models/toxic_lm/unidetox/{UNI['model']}"]
+
+
+MAIN = config["experiment"].get("main")
+ABLATION = config["experiment"].get("ablation")
+
+
+def table_params():
+    """Rows of each table, (target, system, label): Table 1 every system of the main grid per target; Table 3
+    HSPD's methods on the other targets; UniDetox's layout its own rows."""
+    if MAIN is None:
+        return {}
+    first, *others = MAIN["targets"]
+    return {
+        "table1": S.table_rows(config, MAIN),
+        "table3": S.table_rows(config, MAIN, others or [first], kinds=("original", "hspd")),
+        "unidetox": S.table_rows(config, MAIN, kinds=("original", "gpt2-samples", "unidetox")),
+    }

@@ -1,19 +1,23 @@
-# Evaluation (SPEC §5, UniDetox protocol): ToxiGen continuations per evaluation seed, their toxicity,
-# conditional perplexity and Dist-n; MMLU once per model. A model is results/eval/{target}/{corpus}/{ft}.
+# Evaluation (SPEC §5, UniDetox protocol), the same rules for every system: ToxiGen continuations per evaluation
+# seed, their toxicity, conditional perplexity and Dist-n; MMLU once per model. An evaluated model is
+# results/eval/{split}/{target}/{system}/{setting}: split `val` for the sweeps that choose a hyper-parameter,
+# `test` for the tables; setting `base`, `ft<seed>` (the chosen step) or `ft<seed>-step<N>` (one candidate).
 
 EVAL = config["evaluation"]
-EVAL_DIR = "results/eval/{target}/{corpus}/{ft}"
+EVAL_DIR = "results/eval/{split}/{target}/{system}/{setting}"
+PROMPTS = "results/data/toxigen_{split}.jsonl"
 
 
 rule toxigen_generate:
     input:
-        prompts="results/data/toxigen_test.jsonl",
-        model=evaluated_model,
-        lib=lib("evaluate", "models"),
+        prompts=PROMPTS,
+        model=eval_model_files,
+        selection=eval_selection,
+        lib=lib("evaluate", "models", "selection"),
     output:
         f"{EVAL_DIR}/seed{{seed}}/generations.jsonl",
     params:
-        model=evaluated_spec,
+        model=eval_model_spec,
         n_samples=EVAL["n_samples"],
         max_new_tokens=EVAL["max_new_tokens"],
         top_p=EVAL["top_p"],
@@ -22,9 +26,9 @@ rule toxigen_generate:
         batch_prompts=EVAL["batch_prompts"],
         offline=config["offline"],
     log:
-        "logs/toxigen_generate/{target}/{corpus}/{ft}/seed{seed}.log",
+        "logs/toxigen_generate/{split}/{target}/{system}/{setting}/seed{seed}.log",
     benchmark:
-        "results/benchmarks/toxigen_generate/{target}/{corpus}/{ft}/seed{seed}.tsv"
+        "results/benchmarks/toxigen_generate/{split}/{target}/{system}/{setting}/seed{seed}.tsv"
     threads: threads_of("toxigen_generate")
     resources:
         **resources_of("toxigen_generate", target_size),
@@ -36,7 +40,7 @@ rule toxigen_generate:
 
 rule toxigen_score:
     input:
-        prompts="results/data/toxigen_test.jsonl",
+        prompts=PROMPTS,
         generations=f"{EVAL_DIR}/seed{{seed}}/generations.jsonl",
         scorer=scorer_files(),
         lib=lib("scoring", "metrics", "models"),
@@ -49,9 +53,9 @@ rule toxigen_score:
         batch_size=config["ranking"]["batch_size"],
         offline=config["offline"],
     log:
-        "logs/toxigen_score/{target}/{corpus}/{ft}/seed{seed}.log",
+        "logs/toxigen_score/{split}/{target}/{system}/{setting}/seed{seed}.log",
     benchmark:
-        "results/benchmarks/toxigen_score/{target}/{corpus}/{ft}/seed{seed}.tsv"
+        "results/benchmarks/toxigen_score/{split}/{target}/{system}/{setting}/seed{seed}.tsv"
     threads: threads_of("toxigen_score")
     resources:
         **resources_of("toxigen_score"),
@@ -63,7 +67,7 @@ rule toxigen_score:
 
 rule perplexity:
     input:
-        prompts="results/data/toxigen_test.jsonl",
+        prompts=PROMPTS,
         generations=f"{EVAL_DIR}/seed{{seed}}/generations.jsonl",
         model=model_files(EVAL["perplexity_model"]),
         lib=lib("evaluate", "metrics", "models"),
@@ -76,9 +80,9 @@ rule perplexity:
         batch_size=EVAL["ppl_batch_size"],
         offline=config["offline"],
     log:
-        "logs/perplexity/{target}/{corpus}/{ft}/seed{seed}.log",
+        "logs/perplexity/{split}/{target}/{system}/{setting}/seed{seed}.log",
     benchmark:
-        "results/benchmarks/perplexity/{target}/{corpus}/{ft}/seed{seed}.tsv"
+        "results/benchmarks/perplexity/{split}/{target}/{system}/{setting}/seed{seed}.tsv"
     threads: threads_of("perplexity")
     resources:
         **resources_of("perplexity"),
@@ -90,7 +94,7 @@ rule perplexity:
 
 rule diversity:
     input:
-        prompts="results/data/toxigen_test.jsonl",
+        prompts=PROMPTS,
         generations=f"{EVAL_DIR}/seed{{seed}}/generations.jsonl",
         lib=lib("metrics"),
     output:
@@ -98,7 +102,7 @@ rule diversity:
     params:
         compat=EVAL["dist_compat"],
     log:
-        "logs/diversity/{target}/{corpus}/{ft}/seed{seed}.log",
+        "logs/diversity/{split}/{target}/{system}/{setting}/seed{seed}.log",
     threads: threads_of("diversity")
     resources:
         **resources_of("diversity"),
@@ -110,22 +114,23 @@ rule diversity:
 
 rule mmlu:
     input:
-        model=evaluated_model,
+        model=eval_model_files,
+        selection=eval_selection,
         task=mmlu_task_files,
-        lib=lib("evaluate", "models"),
+        lib=lib("evaluate", "models", "selection"),
     output:
-        f"{EVAL_DIR}/mmlu.json",
+        "results/eval/test/{target}/{system}/{setting}/mmlu.json",
     params:
-        model=evaluated_spec,
+        model=eval_model_spec,
         task={k: v for k, v in EVAL["mmlu"].items() if k in ("task", "local", "dev")},
         num_fewshot=lambda wc: config["targets"][wc.target]["mmlu_shots"],
         batch_size=EVAL["mmlu"]["batch_size"],
         limit=EVAL["mmlu"]["limit"],
         offline=config["offline"],
     log:
-        "logs/mmlu/{target}/{corpus}/{ft}.log",
+        "logs/mmlu/{target}/{system}/{setting}.log",
     benchmark:
-        "results/benchmarks/mmlu/{target}/{corpus}/{ft}.tsv"
+        "results/benchmarks/mmlu/{target}/{system}/{setting}.tsv"
     threads: threads_of("mmlu")
     resources:
         **resources_of("mmlu", target_size),
@@ -141,12 +146,13 @@ rule aggregate:
         perplexity=run_files("perplexity"),
         diversity=run_files("diversity"),
         mmlu=run_files("mmlu"),
-        lib=lib("metrics"),
+        selections=selection_files(),
+        lib=lib("metrics", "selection"),
     output:
         runs="results/metrics/runs.csv",
         summary=report("results/metrics/summary.csv", caption="../workflow/report/summary.rst", category="Metrics"),
     params:
-        models=[{"target": t, "corpus": c, "ft": f} for t, c, f in ft_dirs()],
+        models=[{"target": e.target, "system": e.system, "ft": e.setting} for e in EVALUATED],
         seeds=EVAL_SEEDS,
     log:
         "logs/aggregate.log",

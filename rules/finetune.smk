@@ -1,15 +1,18 @@
-# Fine-tuning each target on a rewritten corpus (SPEC §4). A corpus is named <method>_<base>.
+# Fine-tuning each target for every corpus system (SPEC §4, §6): HSPD's rewritten corpora and the raw control
+# (a seeded fine-tuning set first), UniDetox's distilled text and GPT-2 samples (used whole).
+# The choosing target (`selection.target`) saves every candidate step for the validation sweep; every other
+# target trains to the step its selection file names.
 
 FT = config["finetune"]
 
 
 rule sample_finetune_set:
     input:
-        corpus=corpus_file,
+        corpus=lambda wc: system_of(wc).texts,
         target=target_files,
-        lib=lib("train", "models"),
+        lib=lib("train", "models", "systems"),
     output:
-        "results/finetune_sets/{target}/{corpus}/seed{seed}.jsonl",
+        "results/finetune_sets/{target}/{system}/seed{seed}.jsonl",
     params:
         target=target_spec,
         n_texts=FT["n_texts"],
@@ -17,7 +20,7 @@ rule sample_finetune_set:
         allow_fewer=FT["allow_fewer"],
         offline=config["offline"],
     log:
-        "logs/sample_finetune_set/{target}/{corpus}/seed{seed}.log",
+        "logs/sample_finetune_set/{target}/{system}/seed{seed}.log",
     threads: threads_of("sample_finetune_set")
     resources:
         **resources_of("sample_finetune_set"),
@@ -29,27 +32,23 @@ rule sample_finetune_set:
 
 rule finetune:
     input:
-        texts="results/finetune_sets/{target}/{corpus}/seed{seed}.jsonl",
+        texts=finetune_texts,
         target=target_files,
-        lib=lib("train", "models"),
+        selection=selection_input,
+        lib=lib("train", "models", "systems", "selection"),
     output:
-        directory("results/models/finetuned/{target}/{corpus}/ft{seed}"),
+        directory("results/models/finetuned/{target}/{system}/ft{seed}"),
     params:
         target=target_spec,
-        lr=FT["lr"],
+        recipe=lambda wc: dict(system_of(wc).recipe),
         betas=FT["betas"],
-        total_batch=FT["total_batch"],
-        per_device_batch=FT["per_device_batch"],
-        max_steps=FT["max_steps"],
-        save_steps=FT["save_steps"],
-        max_length=FT["max_tokens"],
         gradient_checkpointing=FT["gradient_checkpointing"],
         lora=FT["lora"],
         offline=config["offline"],
     log:
-        "logs/finetune/{target}/{corpus}/ft{seed}.log",
+        "logs/finetune/{target}/{system}/ft{seed}.log",
     benchmark:
-        "results/benchmarks/finetune/{target}/{corpus}/ft{seed}.tsv"
+        "results/benchmarks/finetune/{target}/{system}/ft{seed}.tsv"
     threads: threads_of("finetune")
     resources:
         **resources_of("finetune", target_size),

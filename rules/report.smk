@@ -1,17 +1,19 @@
-# The paper's tables and figures from the aggregated metrics.
+# The papers' tables and figures from the aggregated metrics and the validation sweeps.
 
 
 rule tables:
     input:
         summary="results/metrics/summary.csv",
-        lib=lib("tables"),
+        lib=lib("tables", "systems"),
     output:
         table1=report("results/tables/table1.md", caption="../workflow/report/table1.rst", category="Tables"),
         table3=report("results/tables/table3.md", caption="../workflow/report/table3.rst", category="Tables"),
-        other=multiext("results/tables/table1", ".csv", ".tex") + multiext("results/tables/table3", ".csv", ".tex"),
+        unidetox=report("results/tables/unidetox.md", caption="../workflow/report/unidetox.rst", category="Tables"),
+        other=multiext("results/tables/table1", ".csv", ".tex")
+        + multiext("results/tables/table3", ".csv", ".tex")
+        + multiext("results/tables/unidetox", ".csv", ".tex"),
     params:
-        main=config["experiment"].get("main"),
-        ablation=config["experiment"].get("ablation"),
+        rows=table_params(),
     log:
         "logs/tables.log",
     threads: threads_of("report")
@@ -26,12 +28,17 @@ rule tables:
 rule figures:
     input:
         summary="results/metrics/summary.csv",
-        lib=lib("plots"),
+        selections=selection_files(),
+        lib=lib("plots", "tables", "systems"),
     output:
         fig2=report("results/figures/fig2_divergences.png", caption="../workflow/report/fig2.rst", category="Figures"),
         ppl_tp=report("results/figures/ppl_vs_tp.png", caption="../workflow/report/ppl_vs_tp.rst", category="Figures"),
+        sweep=report(
+            "results/figures/validation_sweep.png", caption="../workflow/report/validation_sweep.rst", category="Figures"
+        ),
     params:
-        ablation=config["experiment"].get("ablation"),
+        ablation=ABLATION,
+        ablation_systems=[s.name for s in S.grid_systems(config, ABLATION)] if ABLATION else [],
     log:
         "logs/figures.log",
     threads: threads_of("report")

@@ -92,7 +92,15 @@ def test_schema_errors_name_the_key(paper, edit, expected):
         (lambda c: c["finetune"].__setitem__("per_device_batch", 3),
          "finetune.total_batch: 16 is not a multiple of finetune.per_device_batch (3)"),
         (lambda c: c["finetune"].__setitem__("save_steps", [40, 500]), "finetune.save_steps[1]: step 500 is beyond"),
-        (lambda c: c["finetune"].__setitem__("eval_step", 41), "finetune.eval_step: 41 is not one of"),
+        (lambda c: c["selection"].__setitem__("target", "gpt-5"), "selection.target: target 'gpt-5' is not in"),
+        (lambda c: c["selection"]["preset"].__setitem__("ft-unidetox", 3000),
+         "selection.preset.ft-unidetox: no such system in this config"),
+        (lambda c: c["selection"]["preset"].__setitem__("ft-raw", {"gpt-5": 40}),
+         "selection.preset.ft-raw.gpt-5: target 'gpt-5' is not in `targets`"),
+        (lambda c: c["systems"]["unidetox"].__setitem__("model", "gpt-5"),
+         "systems.unidetox.model: model 'gpt-5' is not in `models`"),
+        (lambda c: c["systems"]["unidetox"]["finetune"].__setitem__("save_steps", [1000, 20000]),
+         "systems.unidetox.finetune.save_steps[1]: step 20000 is beyond max_steps"),
         (lambda c: c["experiment"]["main"]["methods"].__setitem__(0, "socd-jsd"),
          "experiment.main.methods[0]: 'socd-jsd' is not in rewrite.methods"),
     ],
@@ -122,13 +130,73 @@ def test_bad_yaml_file_names_the_file(tmp_path):
         cfg.load(p)
 
 
-def test_grid_cells_share_jobs(paper):
-    cells = cfg.grid_cells(paper)
-    # ablation: 1 target × 3 bases × 7 methods; main: 4 × 1 × 7, of which gpt2-xl × 3B overlaps; + 4 originals.
-    assert len(cells) == 21 + 28 - 7 + 4
-    assert len(set(cells)) == len(cells)
-    assert cfg.Cell("gpt2-xl", "original", None) in cells
-    assert cfg.Cell("falcon-7b", "socd-emd_qwen2.5-3b", 0).model_dir == "falcon-7b/socd-emd_qwen2.5-3b/ft0"
+def test_evaluated_systems_share_jobs(paper):
+    from hspd import systems as S
+
+    evaluated = S.evaluated(paper)
+    # HSPD: ablation 1 target × 3 bases × 7 methods, main 4 × 1 × 7, of which gpt2-xl × 3B overlaps; each main or
+    # ablation target also gets the original, the raw control, UniDetox at two learning rates and GPT-2 samples.
+    assert len(evaluated) == (21 + 28 - 7) + 4 * 5
+    assert len(set(evaluated)) == len(evaluated)
+    assert S.Evaluated("gpt2-xl", "original", "base") in evaluated
+    assert S.Evaluated("falcon-7b", "ft-socd-emd_qwen2.5-3b", "ft0") in evaluated
+    assert S.Evaluated("opt-6.7b", "ft-unidetox-a0.1-lr5e-5", "ft0") in evaluated
+    assert S.target_systems(paper, "llama2-7b")[:5] == ["original", "ft-raw", "ft-unidetox-a0.1-lr5e-5",
+                                                         "ft-unidetox-a0.1-lr1e-5", "ft-gpt2-samples"]
+
+
+def test_system_names_round_trip():
+    from hspd import systems as S
+
+    assert S.hspd_system("socd-emd_l2", "qwen2.5-3b") == "ft-socd-emd_l2_qwen2.5-3b"
+    assert S.parse_hspd_system("ft-socd-emd_l2_qwen2.5-3b") == ("socd-emd_l2", "qwen2.5-3b")
+    assert S.parse_hspd_system("ft-raw") is None and S.parse_hspd_system("original") is None
+    assert S.unidetox_system(0.05, 5e-5) == "ft-unidetox-a0.05-lr5e-5"
+    assert S.format_number(2000) == "2000" and S.format_number(1e-5) == "1e-5"
+    assert S.parse_setting("ft3-step120") == (3, 120) and S.parse_setting("ft0") == (0, None)
+    assert S.parse_setting("base") == (None, None)
+    with pytest.raises(ConfigError, match="setting 'step40' is not"):
+        S.parse_setting("step40")
+    with pytest.raises(ConfigError, match="unknown system 'ft-nope'"):
+        S.get_system(cfg.load(ROOT / "config.yaml"), "ft-nope")
+
+
+def test_selection_plans(paper):
+    """GPT2-XL sweeps every fine-tuned system; the other targets take its choice; a preset or a single candidate
+    skips the sweep; `selection.target: null` lets every target sweep."""
+    from hspd import systems as S
+
+    plan = S.selection_plan(paper, "llama2-7b", "ft-unidetox-a0.1-lr1e-5")
+    assert (plan.how, plan.chooser, plan.values[:2]) == ("validation", "gpt2-xl", (1000, 2000))
+    assert S.sweeps(paper, "ft-unidetox-a0.1-lr1e-5", "gpt2-xl")
+    assert not S.sweeps(paper, "ft-unidetox-a0.1-lr1e-5", "llama2-7b")
+    files = S.validation_files(paper, "llama2-7b", "ft-raw", "ft0")
+    assert files["toxigen"] == [f"results/eval/val/gpt2-xl/ft-raw/ft0-step{s}/seed42/toxigen.json" for s in (40, 120, 200)]
+    preset = {**paper, "selection": {**paper["selection"], "preset": {"ft-gpt2-samples": 2000,
+                                                                     "ft-raw": {"opt-6.7b": 120}}}}
+    assert S.selection_plan(preset, "falcon-7b", "ft-gpt2-samples").__dict__ == {
+        "how": "preset", "chooser": "gpt2-xl", "value": 2000, "values": ()}
+    assert S.selection_plan(preset, "opt-6.7b", "ft-raw").value == 120
+    assert S.selection_plan(preset, "falcon-7b", "ft-raw").how == "validation"
+    assert S.validation_files(preset, "gpt2-xl", "ft-gpt2-samples", "ft0") == {"toxigen": [], "perplexity": []}
+    single = {**paper, "finetune": {**paper["finetune"], "save_steps": [200]}}
+    assert S.selection_plan(single, "gpt2-xl", "ft-raw").__dict__ == {
+        "how": "only candidate", "chooser": "gpt2-xl", "value": 200, "values": ()}
+    own = {**paper, "selection": {**paper["selection"], "target": None}}
+    assert S.sweeps(own, "ft-raw", "opt-6.7b") and S.selection_plan(own, "opt-6.7b", "ft-raw").chooser == "opt-6.7b"
+
+
+def test_no_selection_reads_a_test_file(paper, demo):
+    """Every selection of both configs reads validation runs only."""
+    from hspd import systems as S
+
+    for config in (paper, demo):
+        for e in S.evaluated(config):
+            if e.system == "original":
+                continue
+            files = S.validation_files(config, e.target, e.system, e.setting)
+            for f in files["toxigen"] + files["perplexity"]:
+                assert f.startswith("results/eval/val/") and "test" not in f, f
 
 
 def test_corpus_names_round_trip():

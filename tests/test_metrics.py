@@ -165,18 +165,18 @@ def test_mean_perplexity_drops_large_and_nan():
 
 
 RUNS = pd.DataFrame([
-    {"target": "gpt2-xl", "corpus": "original", "seed": 42, "ft": "base", "tp_id": 0.5, "ppl": 10.0},
-    {"target": "gpt2-xl", "corpus": "original", "seed": 43, "ft": "base", "tp_id": 0.7, "ppl": 14.0},
-    {"target": "gpt2-xl", "corpus": "original", "seed": 44, "ft": "base", "tp_id": 0.6, "ppl": float("nan")},
-    {"target": "gpt2-xl", "corpus": "socd-emd_qwen2.5-3b", "seed": 42, "ft": "ft0", "tp_id": 0.2, "ppl": 20.0},
+    {"target": "gpt2-xl", "system": "original", "seed": 42, "ft": "base", "tp_id": 0.5, "ppl": 10.0},
+    {"target": "gpt2-xl", "system": "original", "seed": 43, "ft": "base", "tp_id": 0.7, "ppl": 14.0},
+    {"target": "gpt2-xl", "system": "original", "seed": 44, "ft": "base", "tp_id": 0.6, "ppl": float("nan")},
+    {"target": "gpt2-xl", "system": "socd-emd_qwen2.5-3b", "seed": 42, "ft": "ft0", "tp_id": 0.2, "ppl": 20.0},
 ])
 
 
 def test_aggregate_over_seeds_by_hand():
     out = M.aggregate_over_seeds(RUNS)
-    assert list(out.columns) == ["target", "corpus", "n_seeds", "tp_id_mean", "tp_id_std", "ppl_mean", "ppl_std"]
+    assert list(out.columns) == ["target", "system", "n_seeds", "tp_id_mean", "tp_id_std", "ppl_mean", "ppl_std"]
     orig = out.iloc[0]
-    assert (orig["target"], orig["corpus"], orig["n_seeds"]) == ("gpt2-xl", "original", 3)
+    assert (orig["target"], orig["system"], orig["n_seeds"]) == ("gpt2-xl", "original", 3)
     assert orig["tp_id_mean"] == pytest.approx(0.6)
     assert orig["tp_id_std"] == pytest.approx(0.1)  # sqrt((0.01 + 0.01 + 0) / 2)
     assert orig["ppl_mean"] == pytest.approx(12.0)  # NaN skipped
@@ -191,7 +191,7 @@ def test_aggregate_over_seeds_bad_input():
     with pytest.raises(DataError, match=r"missing column\(s\) \['seed'\]"):
         M.aggregate_over_seeds(RUNS.drop(columns="seed"))
     with pytest.raises(DataError, match="no numeric metric"):
-        M.aggregate_over_seeds(RUNS[["target", "corpus", "seed", "ft"]])
+        M.aggregate_over_seeds(RUNS[["target", "system", "seed", "ft"]])
     with pytest.raises(DataError, match="no rows"):
         M.aggregate_over_seeds(RUNS.iloc[:0])
 
@@ -211,25 +211,25 @@ def _run_outputs(k):
 
 
 def test_aggregate_runs_orders_models_and_seeds():
-    models = [{"target": "gpt2", "corpus": "original", "ft": "base"},
-              {"target": "gpt2", "corpus": "cd_q", "ft": "ft0"}, {"target": "gpt2", "corpus": "cd_q", "ft": "ft1"}]
+    models = [{"target": "gpt2", "system": "original", "ft": "base"},
+              {"target": "gpt2", "system": "cd_q", "ft": "ft0"}, {"target": "gpt2", "system": "cd_q", "ft": "ft1"}]
     seeds = [42, 43]
     outs = [_run_outputs(k) for k in range(6)]
     runs, summary = M.aggregate_runs(models, seeds, toxigen=[o[0] for o in outs], perplexity=[o[1] for o in outs],
                                      diversity=[o[2] for o in outs], mmlu=[{"acc": 0.25}, {"acc": 0.5}, {"acc": 0.75}])
-    assert runs[["corpus", "ft", "seed"]].values.tolist() == [["original", "base", 42], ["original", "base", 43],
+    assert runs[["system", "ft", "seed"]].values.tolist() == [["original", "base", 42], ["original", "base", 43],
                                                             ["cd_q", "ft0", 42], ["cd_q", "ft0", 43],
                                                             ["cd_q", "ft1", 42], ["cd_q", "ft1", 43]]
     assert runs["ppl"].tolist() == [10, 11, 12, 13, 14, 15]
     assert runs["mmlu"].tolist() == [0.25, 0.25, 0.5, 0.5, 0.75, 0.75]  # MMLU once per model
-    # Fine-tuning and evaluation seeds pool into one mean ± std per (target, corpus).
-    row = summary.set_index("corpus").loc["cd_q"]
+    # Fine-tuning and evaluation seeds pool into one mean ± std per (target, system).
+    row = summary.set_index("system").loc["cd_q"]
     assert row["n_seeds"] == 4 and row["ppl_mean"] == pytest.approx(13.5)
     assert row["tp_id_mean"] == pytest.approx(0.35) and row["mmlu_mean"] == pytest.approx(0.625)
 
 
 def test_aggregate_runs_counts_must_match():
-    models = [{"target": "gpt2", "corpus": "original", "ft": "base"}]
+    models = [{"target": "gpt2", "system": "original", "ft": "base"}]
     t, p, d = _run_outputs(0)
     with pytest.raises(DataError, match=r"1 toxigen results for 1 models × 2 seeds \(expected 2\)"):
         M.aggregate_runs(models, [42, 43], toxigen=[t], perplexity=[p, p], diversity=[d, d], mmlu=[{"acc": 0.3}])

@@ -1,5 +1,7 @@
 """Tables and figures on fixture metrics."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -12,14 +14,14 @@ METHODS = ("prompt", "cd", "socd-emd")
 
 
 def runs() -> pd.DataFrame:
-    """Two seeds per (target, corpus), metric values that differ by seed; gpt2-xl × 2 bases × 3 methods, llama."""
+    """Two seeds per (target, system), metric values that differ by seed; gpt2-xl × 2 bases × 3 methods, llama."""
     rows = []
-    cells = [("gpt2-xl", "original"), *[("gpt2-xl", f"{m}_{b}") for b in BASES for m in METHODS],
-             ("llama2-7b", "original"), ("llama2-7b", "socd-emd_qwen2.5-3b")]
-    for k, (target, corpus) in enumerate(cells):
+    cells = [("gpt2-xl", "original"), *[("gpt2-xl", f"ft-{m}_{b}") for b in BASES for m in METHODS],
+             ("llama2-7b", "original"), ("llama2-7b", "ft-socd-emd_qwen2.5-3b")]
+    for k, (target, system) in enumerate(cells):
         for seed in (42, 43):
             d = 0.01 * (seed - 42)
-            rows.append({"target": target, "corpus": corpus, "seed": seed, "tp_id": 0.5 - 0.02 * k + d,
+            rows.append({"target": target, "system": system, "seed": seed, "tp_id": 0.5 - 0.02 * k + d,
                          "tp_ood": 0.4 - 0.01 * k + d, "emt_id": 0.45 + d, "emt_ood": 0.41 + d,
                          "ppl": 17.5 + k + 10 * d,
                          "dist1": 0.26, "dist2": 0.43, "dist3": 0.46, "mmlu": 0.3181 + d})
@@ -32,7 +34,7 @@ def summary():
 
 
 def test_table1_cells_and_bundle(summary, tmp_path):
-    rows = [("gpt2-xl", "original"), ("gpt2-xl", "socd-emd_qwen2.5-3b")]
+    rows = [("gpt2-xl", "original"), ("gpt2-xl", "ft-socd-emd_qwen2.5-3b")]
     t = tables.table1(summary, rows, names=["GPT2-XL", "HSPD (SoCD-EMD)"])
     assert list(t.columns[:3]) == ["Model", "tp_id_mean", "tp_id_std"]
     assert t["tp_id_mean"].tolist() == pytest.approx([0.505, 0.385])
@@ -70,10 +72,10 @@ def test_missing_metric_prints_a_dash(summary):
 
 
 def test_table3_groups_targets(summary):
-    rows = [("gpt2-xl", "original"), ("gpt2-xl", "socd-emd_qwen2.5-3b"),
-            ("llama2-7b", "original"), ("llama2-7b", "socd-emd_qwen2.5-3b")]
+    rows = [("gpt2-xl", "original"), ("gpt2-xl", "ft-socd-emd_qwen2.5-3b"),
+            ("llama2-7b", "original"), ("llama2-7b", "ft-socd-emd_qwen2.5-3b")]
     t = tables.table3(summary, rows, target_names={"llama2-7b": "LLaMA2-7B"},
-                      method_names={"original": "Original", "socd-emd_qwen2.5-3b": "HSPD"})
+                      method_names={"original": "Original", "ft-socd-emd_qwen2.5-3b": "HSPD"})
     assert t[["Target", "Method"]].values.tolist() == [["gpt2-xl", "Original"], ["gpt2-xl", "HSPD"],
                                                        ["LLaMA2-7B", "Original"], ["LLaMA2-7B", "HSPD"]]
     body = tables.to_latex(t, caption="Table 3", label="tab:3").split(r"\midrule")
@@ -150,18 +152,49 @@ def test_figures_bad_input(summary, tmp_path):
     assert not out.exists()
 
 
-def test_grid_rows_and_paper_tables(summary):
-    main = {"targets": ["gpt2-xl", "llama2-7b"], "bases": ["qwen2.5-3b"], "methods": ["socd-emd"]}
-    assert tables.grid_rows(main) == [("gpt2-xl", "original"), ("gpt2-xl", "socd-emd_qwen2.5-3b"),
-                                      ("llama2-7b", "original"), ("llama2-7b", "socd-emd_qwen2.5-3b")]
-    t1, t3 = tables.paper_tables(summary, main)
-    # Table 1: the first target; Table 3: the others, per method.
-    assert t1["Model"].tolist() == ["gpt2-xl", "socd-emd_qwen2.5-3b"]
-    assert t1["tp_id_mean"].tolist() == pytest.approx([0.505, 0.385])
-    assert t3[["Target", "Method"]].values.tolist() == [["llama2-7b", "original"],
-                                                       ["llama2-7b", "socd-emd_qwen2.5-3b"]]
-    # A grid of one target: Table 3 shows that target rather than nothing.
-    _, t3_single = tables.paper_tables(summary, {**main, "targets": ["gpt2-xl"]})
-    assert t3_single["Target"].tolist() == ["gpt2-xl", "gpt2-xl"]
+def test_comparison_table_bolds_the_best_of_each_target(summary, tmp_path):
+    rows = [("gpt2-xl", "original", "original"), ("gpt2-xl", "ft-cd_qwen2.5-3b", "HSPD cd"),
+            ("gpt2-xl", "ft-socd-emd_qwen2.5-3b", "HSPD socd-emd"),
+            ("llama2-7b", "original", "original"), ("llama2-7b", "ft-socd-emd_qwen2.5-3b", "HSPD socd-emd")]
+    t = tables.comparison_table(summary, rows)
+    assert t[["Target", "System"]].values.tolist()[1] == ["gpt2-xl", "HSPD cd"]
+    best = tables.best_cells(t)
+    # tp_id falls with the fixture's row index; emt_id is the same everywhere (a tie: every row is bold).
+    assert {(i, m) for i, m in best if m == "tp_id"} == {(2, "tp_id"), (4, "tp_id")}
+    assert {i for i, m in best if m == "emt_id"} == {0, 1, 2, 3, 4}
+    assert ("ppl" not in {m for _, m in best})
+    md = tables.to_markdown(t, bold=best)
+    assert "| gpt2-xl | HSPD socd-emd | **0.39 ± 0.01** |" in md
+    assert "| gpt2-xl | original | 0.51 ± 0.01 |" in md
+    tex = tables.write_table_bundle(t, tmp_path / "t1", bold=best)[2].read_text()
+    assert r"\textbf{0.41 $\pm$ 0.01}" in tex
     with pytest.raises(DataError, match="no results"):
-        tables.paper_tables(summary, {**main, "methods": ["cd"]})
+        tables.comparison_table(summary, [("gpt2-xl", "ft-raw", "raw control")])
+
+
+def test_table_rows_follow_the_config():
+    from hspd import config as cfg
+    from hspd import systems as S
+
+    paper = cfg.load(Path(__file__).resolve().parents[1] / "config.yaml")
+    main = paper["experiment"]["main"]
+    rows = S.table_rows(paper, main, ["gpt2-xl"])
+    assert [s for _, s, _ in rows] == ["original", "ft-raw", "ft-unidetox-a0.1-lr5e-5", "ft-unidetox-a0.1-lr1e-5",
+                                       "ft-gpt2-samples", *(f"ft-{m}_qwen2.5-3b" for m in main["methods"])]
+    assert rows[2][2] == "UniDetox (α 0.1, lr 5e-5)" and rows[-1][2] == "HSPD socd-emd (qwen2.5-3b)"
+    uni = S.table_rows(paper, main, ["opt-6.7b"], kinds=("original", "gpt2-samples", "unidetox"))
+    assert [s for _, s, _ in uni] == ["original", "ft-unidetox-a0.1-lr5e-5", "ft-unidetox-a0.1-lr1e-5",
+                                      "ft-gpt2-samples"]
+
+
+def test_validation_sweep_figure(tmp_path):
+    from hspd.selection import selection_record
+
+    table = pd.DataFrame({"value": [40, 120, 200], "tp": [0.5, 0.3, 0.35], "ppl": [20.0, 25.0, 40.0]})
+    records = [selection_record(target="gpt2-xl", system=s, chooser="gpt2-xl", how="validation", value=120,
+                                table=table) for s in ("ft-raw", "ft-socd-emd_q")]
+    assert is_png(plots.plot_validation_sweeps(records, tmp_path / "sweep.png"))
+    assert is_png(plots.plot_validation_sweeps([], tmp_path / "none.png"))
+    bad = [{**records[0], "table": [{"value": 40, "tp": 0.5}]}]
+    with pytest.raises(DataError, match=r"missing column\(s\) \['ppl'\]"):
+        plots.plot_validation_sweeps(bad, tmp_path / "bad.png")

@@ -56,12 +56,49 @@ def test_paper_dag_plans_offline():
     # 3 bases × 7 methods × 16 shards of candidates, one ranking per (base, method).
     assert counts["rewrite_candidates"] == 3 * 7 * 16
     assert counts["rank_candidates"] == 3 * 7
-    # 42 fine-tuned cells (21 ablation + 28 main − 7 shared) × 1 fine-tuning seed, + 4 originals evaluated.
-    assert counts["finetune"] == 42
-    assert counts["toxigen_generate"] == (42 + 4) * 5
-    assert counts["mmlu"] == 42 + 4
-    assert counts["train_toxic"] == counts["dghs_split"] == counts["aggregate"] == 1
+    # 42 HSPD systems (21 ablation + 28 main − 7 shared) + 4 targets × (raw, UniDetox × 2 lr, GPT-2 samples).
+    assert counts["finetune"] == 42 + 4 * 4
+    assert counts["select_steps"] == 42 + 4 * 4
+    # Validation sweeps on GPT2-XL only: 22 systems × 3 HSPD steps + 3 × 10 UniDetox steps, one seed.
+    n_val = 22 * 3 + 3 * 10
+    assert counts["toxigen_generate"] == (58 + 4) * 5 + n_val
+    assert counts["perplexity"] == counts["toxigen_score"] == counts["toxigen_generate"]
+    assert counts["diversity"] == (58 + 4) * 5
+    assert counts["mmlu"] == 58 + 4
+    assert counts["distill"] == 2 * 4 and counts["distilled_corpus"] == 2
+    assert counts["train_toxic"] == counts["train_toxic_lm"] == counts["dghs_split"] == counts["aggregate"] == 1
     assert "demo_corpus" not in counts
+
+
+def planned_jobs(output: str) -> list[tuple[str, list[str], list[str]]]:
+    """(rule, inputs, outputs) of every job in a dry run's log."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \S+:\n)", output):
+        m = re.match(r"(?:local)?rule (\S+):\n", block)
+        if not m:
+            continue
+        files = {k: v.split(", ") for k, v in re.findall(r"^    (input|output): (.*)$", block, flags=re.M)}
+        jobs.append((m.group(1), files.get("input", []), files.get("output", [])))
+    return jobs
+
+
+def test_selection_reads_validation_runs_only():
+    """In the planned demo DAG, nothing upstream of a selection is a test-split prompt file or test result: its
+    inputs are validation runs, and theirs the validation prompts."""
+    proc = run(["--profile", "demo", "-n", "--forceall"])
+    jobs = planned_jobs(proc.stdout + proc.stderr)
+    producer = {out: (rule, inputs) for rule, inputs, outputs in jobs for out in outputs}
+    selections = [inputs for rule, inputs, _ in jobs if rule == "select_steps"]
+    assert selections and any(i.startswith("results/eval/val/") for s in selections for i in s)
+    seen, stack = set(), [i for s in selections for i in s]
+    while stack:
+        path = stack.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        assert "results/eval/test/" not in path and path != "results/data/toxigen_test.jsonl", path
+        stack += producer.get(path, (None, []))[1]
+    assert "results/data/toxigen_val.jsonl" in seen
 
 
 def test_bad_config_stops_before_any_job(tmp_path):
@@ -78,7 +115,7 @@ def demo_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("demo") / "repo"
     shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns(
         ".venv", "results", "logs", ".snakemake", ".git", "__pycache__", "*.egg-info", ".pytest_cache"))
-    proc = run(["--profile", "demo", "--cores", "2"], cwd=work, timeout=1800)
+    proc = run(["--profile", "demo", "--cores", "2"], cwd=work, timeout=3600)
     return work, proc
 
 
@@ -105,20 +142,42 @@ def test_demo_rewriting_lowers_direct_toxicity(demo_run):
 
 @pytest.mark.slow
 def test_demo_finetuning_on_rewritten_text_lowers_toxicity(demo_run):
-    """The paper's direction in miniature (SPEC §8): every target fine-tuned on a rewritten corpus is less toxic
-    than the same target before (EMT ID, the mean over prompts of the most toxic of 25 continuations), and TP ID
-    falls clearly on average. TP per target is a count over 36 prompts, too coarse to assert one by one."""
+    """The paper's direction in miniature (SPEC §8): every target fine-tuned on a rewritten corpus (HSPD) is less
+    toxic than the same target before (EMT ID, the mean over prompts of the most toxic of 25 continuations), TP ID
+    falls clearly on average, and the raw-text control is more toxic than HSPD for every target. TP per target is
+    a count over 36 prompts, too coarse to assert one by one."""
     import pandas as pd
 
     work, _ = demo_run
     summary = pd.read_csv(work / "results/metrics/summary.csv")
-    original = summary[summary["corpus"] == "original"].set_index("target")
-    tuned = summary[summary["corpus"] != "original"]
-    assert set(tuned["target"]) == set(original.index) and len(tuned) >= 4
+    original = summary[summary["system"] == "original"].set_index("target")
+    tuned = summary[summary["system"].str.match(r"ft-(socd|cd|prompt)")]
+    raw = summary[summary["system"] == "ft-raw"].set_index("target")
+    assert set(tuned["target"]) == set(original.index) == set(raw.index) and len(tuned) >= 4
     for row in tuned.itertuples():
-        assert row.emt_id_mean < original.loc[row.target, "emt_id_mean"], (row.target, row.corpus, row.emt_id_mean)
+        assert row.emt_id_mean < original.loc[row.target, "emt_id_mean"], (row.target, row.system, row.emt_id_mean)
+        assert row.tp_id_mean < raw.loc[row.target, "tp_id_mean"], (row.target, row.system, row.tp_id_mean)
     drop = original["tp_id_mean"].mean() - tuned.groupby("target")["tp_id_mean"].mean().mean()
-    assert drop > 0.15, (drop, summary[["target", "corpus", "tp_id_mean"]])
+    assert drop > 0.15, (drop, summary[["target", "system", "tp_id_mean"]])
+
+
+@pytest.mark.slow
+def test_demo_tables_hold_every_system(demo_run):
+    import pandas as pd
+
+    work, _ = demo_run
+    t1 = pd.read_csv(work / "results/tables/table1.csv")
+    for target in ("demo-gpt2", "demo-llama", "demo-opt", "demo-falcon"):
+        systems = t1.loc[t1["Target"] == target, "System"].tolist()
+        assert systems[:4] == ["original", "raw control", "UniDetox (α 0.1, lr 0.002)", "GPT-2 samples"], systems
+        assert systems[-1].startswith("HSPD socd-emd"), systems
+    assert "**" in (work / "results/tables/table1.md").read_text()
+    uni = pd.read_csv(work / "results/tables/unidetox.csv")
+    assert set(uni["System"]) == {"original", "UniDetox (α 0.1, lr 0.002)", "GPT-2 samples"}
+    # Steps chosen on demo-gpt2's validation runs and applied to every target.
+    runs = pd.read_csv(work / "results/metrics/runs.csv")
+    chosen = runs[runs["system"] != "original"].groupby("system")["step"].nunique()
+    assert (chosen == 1).all(), chosen
 
 
 @pytest.mark.slow

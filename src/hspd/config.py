@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -178,8 +177,30 @@ def _cross_checks(config: Mapping[str, Any]) -> list[str]:
     for i, s in enumerate(ft["save_steps"]):
         if s > ft["max_steps"]:
             problems.append(f"finetune.save_steps[{i}]: step {s} is beyond finetune.max_steps ({ft['max_steps']})")
-    if ft["eval_step"] not in ft["save_steps"]:
-        problems.append(f"finetune.eval_step: {ft['eval_step']} is not one of finetune.save_steps {ft['save_steps']}")
+    uni = config["systems"]["unidetox"]
+    if uni["enabled"] or config["systems"]["gpt2_samples"]["enabled"]:
+        need_model("systems.unidetox.model", uni["model"])
+        uft = uni["finetune"]
+        if uft["total_batch"] % uft["per_device_batch"]:
+            problems.append(f"systems.unidetox.finetune.total_batch: {uft['total_batch']} is not a multiple of "
+                            f"per_device_batch ({uft['per_device_batch']})")
+        for i, s in enumerate(uft["save_steps"]):
+            if s > uft["max_steps"]:
+                problems.append(f"systems.unidetox.finetune.save_steps[{i}]: step {s} is beyond max_steps "
+                                f"({uft['max_steps']})")
+    sel = config["selection"]
+    if sel["target"] is not None and sel["target"] not in targets:
+        problems.append(f"selection.target: target {sel['target']!r} is not in `targets` (known: {sorted(targets)})")
+    if sel["preset"]:
+        from hspd.systems import all_systems  # (imports this module)
+
+        known = set(all_systems(config)) - {ORIGINAL}
+        for name, value in sel["preset"].items():
+            if name not in known:
+                problems.append(f"selection.preset.{name}: no such system in this config (known: {sorted(known)})")
+            for t in (value if isinstance(value, Mapping) else {}):
+                if t not in targets:
+                    problems.append(f"selection.preset.{name}.{t}: target {t!r} is not in `targets`")
     if config["rewrite"]["k_min"] < 1:
         problems.append("rewrite.k_min: must be ≥ 1")
     demo = config.get("demo")
@@ -206,37 +227,6 @@ def parse_corpus(name: str) -> tuple[str, str]:
     if match is None:
         raise ConfigError(f"corpus name {name!r} is not of the form <method>_<base> with a method in {list(METHODS)}")
     return match.group(1), match.group(2)
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One evaluated model: a target fine-tuned on a corpus (or ``original``) with a fine-tuning seed."""
-
-    target: str
-    corpus: str
-    ft_seed: int | None  # None for the original target
-
-    @property
-    def model_dir(self) -> str:
-        return f"{self.target}/{self.corpus}" + ("" if self.ft_seed is None else f"/ft{self.ft_seed}")
-
-
-def grid_cells(config: Mapping[str, Any], grids: Iterable[str] | None = None) -> list[Cell]:
-    """Every (target, corpus, fine-tuning seed) the experiment evaluates, deduplicated, in a stable order.
-
-    Each target of a grid is also evaluated as ``original`` (its row in the paper's tables).
-    """
-    cells: dict[Cell, None] = {}
-    names = list(config["experiment"]) if grids is None else list(grids)
-    for g in names:
-        grid = config["experiment"][g]
-        for t in grid["targets"]:
-            cells[Cell(t, ORIGINAL, None)] = None
-            for b in grid["bases"]:
-                for m in grid["methods"]:
-                    for s in config["finetune"]["seeds"]:
-                        cells[Cell(t, corpus_name(m, b), s)] = None
-    return list(cells)
 
 
 def grid_corpora(config: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -4,8 +4,8 @@ Pure numpy / pandas: nothing here loads a model, so the rules that only count an
 
 Column names of the per-run table (one row per evaluated model and seed) and of the aggregated summary:
 
-- runs: ``target, corpus, seed`` (+ any label columns such as ``ft``) and the metric columns ``METRICS``;
-- summary (``aggregate_over_seeds``): ``target, corpus, n_seeds`` and ``<metric>_mean``, ``<metric>_std``.
+- runs: ``target, system, seed`` (+ any label columns such as ``ft``) and the metric columns ``METRICS``;
+- summary (``aggregate_over_seeds``): ``target, system, n_seeds`` and ``<metric>_mean``, ``<metric>_std``.
 
 MMLU is stored as a fraction (``acc`` of lm-eval); tables print it as a percentage, as the papers do.
 """
@@ -268,13 +268,13 @@ def mean_perplexity(values, max_ppl: float = PPL_MAX) -> dict:
 
 # --- Runs and seeds ---------------------------------------------------------------------------------------
 
-def run_record(target: str, corpus: str, seed: int, *, toxigen: Mapping | None = None,
+def run_record(target: str, system: str, seed: int, *, toxigen: Mapping | None = None,
                perplexity: Mapping | None = None, diversity: Mapping | None = None, mmlu: Mapping | None = None,
                **labels) -> dict:
     """One row of the runs table from the per-run JSON outputs (``toxigen_metrics``, ``mean_perplexity``,
     ``diversity_metrics``, ``run_mmlu``); a metric whose output is absent is NaN. ``labels`` (e.g. ``ft``) are
     carried as extra columns."""
-    row = {"target": target, "corpus": corpus, "seed": seed, **labels}
+    row = {"target": target, "system": system, "seed": seed, **labels}
     row.update({m: float("nan") for m in METRICS})
     if toxigen is not None:
         row.update({k: toxigen[k] for k in ("tp_id", "tp_ood", "emt_id", "emt_ood")})
@@ -288,17 +288,17 @@ def run_record(target: str, corpus: str, seed: int, *, toxigen: Mapping | None =
 
 
 def aggregate_over_seeds(rows: pd.DataFrame, seed_columns: Sequence[str] = ("seed",)) -> pd.DataFrame:
-    """Mean and standard deviation (ddof = 1) of every numeric metric column per (target, corpus).
+    """Mean and standard deviation (ddof = 1) of every numeric metric column per (target, system).
 
     Args:
-        rows: one row per run, columns ``target, corpus`` + ``seed_columns`` + metric columns. Other
-            non-numeric columns are ignored. Two rows with the same (target, corpus, seeds) are an error.
+        rows: one row per run, columns ``target, system`` + ``seed_columns`` + metric columns. Other
+            non-numeric columns are ignored. Two rows with the same (target, system, seeds) are an error.
 
     Returns:
-        ``target, corpus, n_seeds, <metric>_mean, <metric>_std`` in order of first appearance. One seed gives a
+        ``target, system, n_seeds, <metric>_mean, <metric>_std`` in order of first appearance. One seed gives a
         NaN std (shown as "–" in tables); NaN metric values (a metric not computed for a run) are skipped.
     """
-    keys = ["target", "corpus", *seed_columns]
+    keys = ["target", "system", *seed_columns]
     _require(rows, keys, "runs")
     if rows.empty:
         raise DataError("runs: no rows to aggregate")
@@ -310,7 +310,7 @@ def aggregate_over_seeds(rows: pd.DataFrame, seed_columns: Sequence[str] = ("see
                and not pd.api.types.is_bool_dtype(rows[c])]
     if not metrics:
         raise DataError(f"runs: no numeric metric columns besides {keys}; found {list(rows.columns)}")
-    grouped = rows.groupby(["target", "corpus"], sort=False)
+    grouped = rows.groupby(["target", "system"], sort=False)
     mean = grouped[metrics].mean()
     std = grouped[metrics].std(ddof=1)
     out = pd.DataFrame({"n_seeds": grouped.size()})
@@ -326,13 +326,14 @@ def aggregate_runs(models: Sequence[Mapping], seeds: Sequence[int], *, toxigen: 
     """The runs table and its summary over seeds from the per-run outputs of every evaluated model.
 
     Args:
-        models: ``{"target", "corpus", "ft"}`` per evaluated model (``ft`` is ``ft<seed>`` or ``base``).
+        models: ``{"target", "system", "ft"}`` per evaluated model (``ft`` is ``ft<seed>`` or ``base``), and the
+            fine-tuning ``step`` evaluated (chosen on validation; absent for the released target).
         seeds: the evaluation seeds.
         toxigen, perplexity, diversity: one output per (model, seed), model-major (``models × seeds``).
         mmlu: one output per model (MMLU does not sample, so it is shared by the model's seeds).
 
     Returns:
-        ``(runs, summary)``: one row per (model, seed); mean ± std per (target, corpus) over fine-tuning and
+        ``(runs, summary)``: one row per (model, seed); mean ± std per (target, system) over fine-tuning and
         evaluation seeds together.
     """
     n = len(models) * len(seeds)
@@ -345,7 +346,8 @@ def aggregate_runs(models: Sequence[Mapping], seeds: Sequence[int], *, toxigen: 
     for i, m in enumerate(models):
         for j, seed in enumerate(seeds):
             k = i * len(seeds) + j
-            rows.append(run_record(m["target"], m["corpus"], seed, ft=m["ft"], toxigen=toxigen[k],
+            rows.append(run_record(m["target"], m["system"], seed, ft=m["ft"], step=float(m.get("step") or "nan"),
+                                   toxigen=toxigen[k],
                                    perplexity=perplexity[k], diversity=diversity[k], mmlu=mmlu[i]))
     runs = pd.DataFrame(rows)
     return runs, aggregate_over_seeds(runs, seed_columns=("ft", "seed"))

@@ -13,7 +13,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from hspd.config import ORIGINAL, parse_corpus
+from hspd.config import ORIGINAL
+from hspd.systems import parse_hspd_system
 from hspd.errors import DataError
 
 DPI = 150
@@ -81,15 +82,15 @@ def plot_divergences(summary: pd.DataFrame, out_path, *, target: str | None = No
     """Fig. 2: TP and EMT, ID and OOD (four panels) of one target fine-tuned on each corpus.
 
     x = rewriting method (divergence), one bar per base model inside each group, error bars = std over seeds;
-    the un-fine-tuned target (corpus ``original``) is a dashed line.
+    the un-fine-tuned target (system ``original``) is a dashed line.
 
     Args:
-        summary: ``aggregate_over_seeds`` output (``target, corpus, <metric>_mean, <metric>_std``).
+        summary: ``aggregate_over_seeds`` output (``target, system, <metric>_mean, <metric>_std``).
         target: which target to draw; needed when the summary holds several.
         methods / bases: order (and selection) of methods and bases; default: order of appearance.
     """
     cols = [f"{m}_{s}" for m, _ in TOXICITY_PANELS for s in ("mean", "std")]
-    _require(summary, ["target", "corpus", *cols], "summary")
+    _require(summary, ["target", "system", *cols], "summary")
     targets = list(dict.fromkeys(summary["target"]))
     if target is None:
         if len(targets) > 1:
@@ -98,13 +99,13 @@ def plot_divergences(summary: pd.DataFrame, out_path, *, target: str | None = No
     rows = summary[summary["target"] == target]
     if rows.empty:
         raise DataError(f"summary: no rows for target {target!r}; it holds {targets}")
-    tuned = rows[rows["corpus"] != ORIGINAL].copy()
+    tuned = rows[[parse_hspd_system(s) is not None for s in rows["system"]]].copy()
     if tuned.empty:
-        raise DataError(f"summary: target {target!r} has no fine-tuned corpora to compare")
-    tuned[["method", "base"]] = [parse_corpus(c) for c in tuned["corpus"]]
+        raise DataError(f"summary: target {target!r} has no fine-tuned HSPD systems to compare")
+    tuned[["method", "base"]] = [parse_hspd_system(s) for s in tuned["system"]]
     methods = list(dict.fromkeys(tuned["method"])) if methods is None else list(methods)
     bases = list(dict.fromkeys(tuned["base"])) if bases is None else list(bases)
-    original = rows[rows["corpus"] == ORIGINAL]
+    original = rows[rows["system"] == ORIGINAL]
 
     plt = _pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(4 + 0.9 * len(methods) * max(1, len(bases) / 2), 7), sharex=True)
@@ -150,23 +151,59 @@ def plot_direct_toxicity(table: pd.DataFrame, out_path, *, methods: Sequence[str
 
 
 def plot_ppl_vs_tp(summary: pd.DataFrame, out_path, *, tp: str = "tp_id") -> Path:
-    """Perplexity against TP, one labelled point per (target, corpus), error bars (std over seeds) both ways.
+    """Perplexity against TP, one labelled point per (target, system), error bars (std over seeds) both ways.
 
     Args:
         tp: the TP column to use, ``tp_id`` or ``tp_ood``.
     """
-    _require(summary, ["target", "corpus", "ppl_mean", "ppl_std", f"{tp}_mean", f"{tp}_std"], "summary")
+    _require(summary, ["target", "system", "ppl_mean", "ppl_std", f"{tp}_mean", f"{tp}_std"], "summary")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     for target, rows in summary.groupby("target", sort=False):
         bars = ax.errorbar(rows["ppl_mean"], rows[f"{tp}_mean"], xerr=_err(rows["ppl_std"]),
                            yerr=_err(rows[f"{tp}_std"]), fmt="o", capsize=2, label=str(target))
         for row in rows.itertuples(index=False):
-            ax.annotate(row.corpus, (row.ppl_mean, getattr(row, f"{tp}_mean")), textcoords="offset points",
+            ax.annotate(row.system, (row.ppl_mean, getattr(row, f"{tp}_mean")), textcoords="offset points",
                         xytext=(4, 4), fontsize=7, color=bars[0].get_color())
     ax.set_xlabel("perplexity (mean over seeds)")
     ax.set_ylabel(f"TP ({tp.split('_')[1].upper()})")
     ax.legend(title="target", fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    return _save(fig, out_path)
+
+
+def plot_validation_sweeps(records: Sequence[dict], out_path) -> Path:
+    """The validation sweeps: TP (all domains) and PPL against fine-tuning steps, one line per (target, system),
+    the chosen step circled.
+
+    Args:
+        records: selection records (``hspd.selection.selection_record``) made on validation, each with its
+            ``table`` (``value, tp, ppl``) and chosen ``value``. None (every step count preset or single) draws an
+            empty figure that says so.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    if not records:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no validation sweep (every step count preset or single)", ha="center", va="center",
+                    transform=ax.transAxes)
+        return _save(fig, out_path)
+    for rec in records:
+        table = pd.DataFrame(rec["table"])
+        _require(table, ["value", "tp", "ppl"], f"selection of {rec.get('system')}")
+        table = table.sort_values("value")
+        chosen = table[table["value"] == rec["value"]]
+        label = f"{rec['system']} ({rec['target']})"
+        for ax, col in zip(axes, ("tp", "ppl")):
+            line, = ax.plot(table["value"], table[col], marker=".", label=label)
+            ax.plot(chosen["value"], chosen[col], "o", markersize=11, markerfacecolor="none", color=line.get_color())
+    for ax, title in zip(axes, ("validation TP (all domains)", "validation perplexity")):
+        ax.set_xlabel("fine-tuning steps")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[1].set_yscale("log")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize="x-small")
     return _save(fig, out_path)

@@ -39,15 +39,15 @@ PAPER_SOURCE = "HSPD paper, Table 1 (GPT2-XL)"
 
 
 def _select(summary: pd.DataFrame, rows: Sequence[tuple[str, str]], columns: Sequence[Column]) -> pd.DataFrame:
-    """The summary rows for ``rows`` (target, corpus), in that order, with the metric mean/std columns."""
-    missing_cols = [c for c in ("target", "corpus") if c not in summary.columns]
+    """The summary rows for ``rows`` (target, system), in that order, with the metric mean/std columns."""
+    missing_cols = [c for c in ("target", "system") if c not in summary.columns]
     missing_cols += [f"{c.metric}_mean" for c in columns if f"{c.metric}_mean" not in summary.columns]
     if missing_cols:
         raise DataError(f"summary: missing column(s) {missing_cols}; found {list(summary.columns)}")
-    indexed = summary.set_index(["target", "corpus"])
+    indexed = summary.set_index(["target", "system"])
     absent = [r for r in rows if tuple(r) not in indexed.index]
     if absent:
-        raise DataError(f"summary: no results for (target, corpus) {absent}; it holds {list(indexed.index)}")
+        raise DataError(f"summary: no results for (target, system) {absent}; it holds {list(indexed.index)}")
     out = pd.DataFrame(index=range(len(rows)))
     for c in columns:
         for stat in ("mean", "std"):
@@ -57,18 +57,18 @@ def _select(summary: pd.DataFrame, rows: Sequence[tuple[str, str]], columns: Seq
     return out
 
 
-def _default_name(target: str, corpus: str) -> str:
-    return target if corpus == ORIGINAL else corpus
+def _default_name(target: str, system: str) -> str:
+    return target if system == ORIGINAL else system
 
 
 def table1(summary: pd.DataFrame, rows: Sequence[tuple[str, str]], names: Sequence[str] | None = None,
            columns: Sequence[Column] = COLUMNS) -> pd.DataFrame:
-    """Table 1 layout: one row per (target, corpus), labelled ``Model``.
+    """Table 1 layout: one row per (target, system), labelled ``Model``.
 
     Args:
         summary: ``aggregate_over_seeds`` output.
-        rows: (target, corpus) pairs in display order; the un-fine-tuned target is corpus ``original``.
-        names: display names, one per row (default: the target for ``original``, else the corpus).
+        rows: (target, system) pairs in display order; the un-fine-tuned target is system ``original``.
+        names: display names, one per row (default: the target for ``original``, else the system).
     """
     names = [_default_name(*r) for r in rows] if names is None else list(names)
     if len(names) != len(rows):
@@ -81,8 +81,8 @@ def table3(summary: pd.DataFrame, rows: Sequence[tuple[str, str]], *, target_nam
     """Table 3 layout (the 7B targets): rows per target × method, labelled ``Target`` and ``Method``.
 
     Args:
-        rows: (target, corpus) pairs in display order, grouped by target.
-        target_names / method_names: display names by target and by corpus (default: the raw names).
+        rows: (target, system) pairs in display order, grouped by target.
+        target_names / method_names: display names by target and by system (default: the raw names).
     """
     target_names = dict(target_names or {})
     method_names = dict(method_names or {})
@@ -91,32 +91,35 @@ def table3(summary: pd.DataFrame, rows: Sequence[tuple[str, str]], *, target_nam
     return pd.concat([labels, _select(summary, rows, columns)], axis=1)
 
 
-def grid_rows(grid: Mapping, targets: Sequence[str] | None = None) -> list[tuple[str, str]]:
-    """(target, corpus) rows of a results table for an experiment grid: per target, the un-fine-tuned target
-    first, then each method on each base (``<method>_<base>``), in the grid's order."""
-    from hspd.config import corpus_name
-
-    rows = []
-    for t in grid["targets"] if targets is None else targets:
-        rows.append((t, ORIGINAL))
-        rows += [(t, corpus_name(m, b)) for b in grid["bases"] for m in grid["methods"]]
-    return rows
-
-
-def paper_tables(summary: pd.DataFrame, main: Mapping) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Table 1 and Table 3 of the paper for the main grid.
-
-    Table 1 is the grid's first target (GPT2-XL in the paper): the original and each rewritten corpus. Table 3 is
-    every other target of the grid (the 7B models) per method; a grid of one target gives Table 3 that target.
+def comparison_table(summary: pd.DataFrame, rows: Sequence[tuple[str, str, str]],
+                     columns: Sequence[Column] = COLUMNS) -> pd.DataFrame:
+    """One row per system, grouped by target, labelled ``Target`` and ``System`` (Table 1 in the paper's
+    layout; UniDetox's Tables 1–2).
 
     Args:
-        summary: ``aggregate_over_seeds`` output.
-        main: the ``experiment.main`` grid (``targets``, ``bases``, ``methods``).
+        rows: (target, system, label) in display order, grouped by target (``hspd.systems.table_rows``).
     """
-    first, *others = main["targets"]
-    t1 = table1(summary, grid_rows(main, [first]))
-    t3 = table3(summary, grid_rows(main, others or [first]), method_names={ORIGINAL: "original"})
-    return t1, t3
+    labels = pd.DataFrame({"Target": [t for t, _, _ in rows], "System": [label for _, _, label in rows]})
+    return pd.concat([labels, _select(summary, [(t, s) for t, s, _ in rows], columns)], axis=1)
+
+
+BEST_METRICS = ("tp_id", "tp_ood", "emt_id", "emt_ood")
+
+
+def best_cells(df: pd.DataFrame, metrics: Sequence[str] = BEST_METRICS, group: str = "Target") -> set[tuple[int, str]]:
+    """(row, metric) of the lowest mean of each toxicity metric within each ``group`` (ties: all of them), for
+    printing in bold."""
+    out = set()
+    groups = df.groupby(group, sort=False).groups.values() if group in df.columns else [df.index]
+    for index in groups:
+        for m in metrics:
+            col = f"{m}_mean"
+            if col not in df.columns:
+                continue
+            values = df.loc[index, col]
+            if values.notna().any():
+                out |= {(i, m) for i in values.index[values == values.min()]}
+    return out
 
 
 def paper_reference_rows() -> pd.DataFrame:
@@ -147,26 +150,27 @@ def _split_columns(df: pd.DataFrame) -> tuple[list[str], list[Column]]:
     return labels, metrics
 
 
-def format_cells(df: pd.DataFrame) -> pd.DataFrame:
+def format_cells(df: pd.DataFrame, bold: set[tuple[int, str]] = frozenset()) -> pd.DataFrame:
     """Label columns as they are, each metric as one "mean ± std" string column (std "–" for a single seed;
-    "mean" alone when the table has no std column, as for the paper's numbers)."""
+    "mean" alone when the table has no std column, as for the paper's numbers). Cells in ``bold`` ((row,
+    metric) pairs, ``best_cells``) are wrapped in ``**``."""
     labels, metrics = _split_columns(df)
     out = df[labels].astype(str).copy()
     for c in metrics:
         means = df[f"{c.metric}_mean"]
         if f"{c.metric}_std" in df.columns:
             stds = df[f"{c.metric}_std"]
-            out[c.header] = [c.format(m) if math.isnan(m) else f"{c.format(m)} ± {c.format(s)}"
-                             for m, s in zip(means, stds)]
+            cells = [c.format(m) if math.isnan(m) else f"{c.format(m)} ± {c.format(s)}" for m, s in zip(means, stds)]
         else:
-            out[c.header] = [c.format(m) for m in means]
+            cells = [c.format(m) for m in means]
+        out[c.header] = [f"**{x}**" if (i, c.metric) in bold else x for i, x in zip(df.index, cells)]
     return out
 
 
-def to_markdown(df: pd.DataFrame, caption: str | None = None) -> str:
+def to_markdown(df: pd.DataFrame, caption: str | None = None, bold: set[tuple[int, str]] = frozenset()) -> str:
     """A pipe table: labels left-aligned, metrics right-aligned; ``caption`` as a paragraph above it."""
     labels, metrics = _split_columns(df)
-    cells = format_cells(df)
+    cells = format_cells(df, bold)
     esc = lambda s: str(s).replace("|", r"\|")  # noqa: E731
     lines = [f"{caption}\n"] if caption else []
     lines.append("| " + " | ".join(map(esc, cells.columns)) + " |")
@@ -180,15 +184,19 @@ _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "
 
 
 def _tex(text: str) -> str:
-    text = "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(text))
+    text = str(text)
+    if len(text) > 4 and text.startswith("**") and text.endswith("**"):
+        return rf"\textbf{{{_tex(text[2:-2])}}}"
+    text = "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
     return text.replace(" ± ", r" $\pm$ ").replace("–", "--")
 
 
-def to_latex(df: pd.DataFrame, caption: str | None = None, label: str | None = None) -> str:
+def to_latex(df: pd.DataFrame, caption: str | None = None, label: str | None = None,
+             bold: set[tuple[int, str]] = frozenset()) -> str:
     """A booktabs table; with two or more label columns, a rule separates the groups of the first one and its
     value is printed once per group (Table 3's targets)."""
     labels, metrics = _split_columns(df)
-    cells = format_cells(df)
+    cells = format_cells(df, bold)
     spec = "l" * len(labels) + "r" * len(metrics)
     lines = [r"\begin{table}[t]", r"\centering", r"\small"]
     if caption:
@@ -212,12 +220,13 @@ def to_latex(df: pd.DataFrame, caption: str | None = None, label: str | None = N
 
 
 def write_table_bundle(df: pd.DataFrame, stem: str | os.PathLike, *, caption: str | None = None,
-                       label: str | None = None) -> list[Path]:
-    """Write ``stem.csv`` (the numbers), ``stem.md`` and ``stem.tex`` (formatted cells); returns the paths."""
+                       label: str | None = None, bold: set[tuple[int, str]] = frozenset()) -> list[Path]:
+    """Write ``stem.csv`` (the numbers), ``stem.md`` and ``stem.tex`` (formatted cells, ``bold`` ones in bold);
+    returns the paths."""
     stem = Path(stem)
     _split_columns(df)  # fail before writing anything
     return [
         write_table(df, stem.with_name(stem.name + ".csv")),
-        write_text(to_markdown(df, caption), stem.with_name(stem.name + ".md")),
-        write_text(to_latex(df, caption, label), stem.with_name(stem.name + ".tex")),
+        write_text(to_markdown(df, caption, bold), stem.with_name(stem.name + ".md")),
+        write_text(to_latex(df, caption, label, bold), stem.with_name(stem.name + ".tex")),
     ]

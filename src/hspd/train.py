@@ -526,19 +526,25 @@ def split_heldout(texts: Sequence[str], fraction: float, seed: int) -> tuple[lis
 
 
 def train_toxic_model(model, tokenizer, texts: Sequence[str], *, lr: float = 2e-5, batch_size: int = 16,
-                      epochs: int = 3, max_length: int = 512, heldout_fraction: float = 0.05,
+                      epochs: int = 3, max_length: int = 512, heldout_fraction: float | None = 0.05,
                       eval_every: int | None, seed: int, output_dir: str | os.PathLike, progress=True,
                       log: Log = print) -> TrainResult:
-    """The toxic model of SPEC §4: full fine-tuning on the raw toxic texts, the checkpoint with the highest
-    next-token accuracy on a seeded held-out ``heldout_fraction`` kept and saved to ``output_dir`` (safetensors
-    + tokenizer + ``training_log.json``)."""
+    """A toxic model: full fine-tuning on the raw toxic texts, saved to ``output_dir`` (safetensors + tokenizer +
+    ``training_log.json``).
+
+    SPEC §4 (SoCD's toxic model): the checkpoint with the highest next-token accuracy on a seeded held-out
+    ``heldout_fraction`` is kept. ``heldout_fraction=None`` (UniDetox's toxic GPT2-XL): every text is trained on
+    for ``epochs`` and the last weights are kept."""
     from hspd.io import write_json
 
-    train, heldout = split_heldout(texts, heldout_fraction, seed)
-    log(f"toxic model: {len(train)} training texts, {len(heldout)} held out")
+    if heldout_fraction is None:
+        train, heldout = list(texts), None
+    else:
+        train, heldout = split_heldout(texts, heldout_fraction, seed)
+    log(f"toxic model: {len(train)} training texts, {len(heldout or [])} held out")
     result = train_causal_lm(model, tokenizer, train, lr=lr, batch_size=batch_size, epochs=epochs,
                              max_length=max_length, seed=seed, eval_texts=heldout, eval_every=eval_every,
-                             select_best="next_token_accuracy", progress=progress, log=log)
+                             select_best="next_token_accuracy" if heldout else None, progress=progress, log=log)
     output_dir = Path(output_dir)
     save_checkpoint(result.model, tokenizer, output_dir)
     write_json({**result.summary(), "lr": lr, "batch_size": batch_size, "epochs": epochs, "max_length": max_length,

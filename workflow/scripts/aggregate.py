@@ -1,12 +1,17 @@
-"""Every metric per run (target, corpus, fine-tuning seed, evaluation seed), then mean ± std over seeds (SPEC §5)."""
+"""Every metric per run (target, system, fine-tuning seed, evaluation seed) with the step count evaluated, then
+mean ± std over seeds (SPEC §5)."""
 
 from hspd.io import read_json, write_table
 from hspd.jobs import rule_job
 from hspd.metrics import aggregate_runs
+from hspd.selection import read_selection
+from hspd.systems import selection_path
 
 with rule_job(snakemake) as log:
     p, i = snakemake.params, snakemake.input
-    runs, summary = aggregate_runs(p.models, p.seeds, toxigen=[read_json(f) for f in i.toxigen],
+    chosen = {path: read_selection(path)["value"] for path in i.selections}
+    models = [{**m, "step": chosen.get(selection_path(m["target"], m["system"], m["ft"]))} for m in p.models]
+    runs, summary = aggregate_runs(models, p.seeds, toxigen=[read_json(f) for f in i.toxigen],
                                    perplexity=[read_json(f) for f in i.perplexity],
                                    diversity=[read_json(f) for f in i.diversity], mmlu=[read_json(f) for f in i.mmlu])
     log.info("%d runs of %d models\n%s", len(runs), len(p.models), summary.to_string(index=False))

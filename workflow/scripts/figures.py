@@ -1,16 +1,22 @@
-"""Fig. 2 (TP / EMT per divergence and base size) and perplexity against TP, from the aggregated metrics."""
+"""Fig. 2 (TP / EMT per divergence and base size), perplexity against TP, and the validation sweeps (TP and PPL
+against fine-tuning steps, the chosen step marked)."""
 
 from hspd.io import read_table
 from hspd.jobs import rule_job
-from hspd.plots import plot_divergences, plot_ppl_vs_tp
-from hspd.tables import grid_rows
+from hspd.plots import plot_divergences, plot_ppl_vs_tp, plot_validation_sweeps
+from hspd.selection import read_selection
 
 with rule_job(snakemake) as log:
-    grid = snakemake.params.ablation
-    summary = read_table(snakemake.input.summary, ["target", "corpus"], what="metrics summary")
-    target = grid["targets"][0]
-    cells = set(grid_rows(grid, [target]))
-    ablation = summary[[(t, c) in cells for t, c in zip(summary["target"], summary["corpus"])]]
-    plot_divergences(ablation, snakemake.output.fig2, target=target, methods=grid["methods"], bases=grid["bases"])
+    p = snakemake.params
+    summary = read_table(snakemake.input.summary, ["target", "system"], what="metrics summary")
+    target = p.ablation["targets"][0]
+    keep = {"original", *p.ablation_systems}
+    ablation = summary[(summary["target"] == target) & summary["system"].isin(keep)]
+    plot_divergences(ablation, snakemake.output.fig2, target=target, methods=p.ablation["methods"],
+                     bases=p.ablation["bases"])
     plot_ppl_vs_tp(summary, snakemake.output.ppl_tp)
-    log.info("Fig. 2 for %s over %d corpora; PPL vs TP over %d models", target, len(ablation) - 1, len(summary))
+    sweeps = [r for r in map(read_selection, snakemake.input.selections)
+              if r["how"] == "validation" and r["chosen_on"] == r["target"]]
+    plot_validation_sweeps(sweeps, snakemake.output.sweep)
+    log.info("Fig. 2 for %s over %d systems; PPL vs TP over %d models; %d validation sweeps", target,
+             len(ablation) - 1, len(summary), len(sweeps))

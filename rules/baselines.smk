@@ -1,0 +1,81 @@
+# The text the UniDetox-style systems fine-tune on (SPEC §6): GPT2-XL's toxic version, then 640 texts sampled
+# from the EOS prompt, contrastively (UniDetox, per α) or plainly (GPT-2 samples), in resumable shards.
+
+
+rule train_toxic_lm:
+    input:
+        corpus="results/data/dghs_id.jsonl",
+        init=lambda wc: model_files(wc.model),
+        lib=lib("train", "models"),
+    output:
+        directory("results/models/toxic_lm/unidetox/{model}"),
+    params:
+        init=lambda wc: config["models"][wc.model],
+        lr=UNI["toxic"]["lr"],
+        batch_size=UNI["toxic"]["batch_size"],
+        epochs=UNI["toxic"]["epochs"],
+        max_length=UNI["toxic"]["max_length"],
+        splits=UNI["toxic"]["splits"],
+        seed=UNI["toxic"]["seed"],
+        offline=config["offline"],
+    log:
+        "logs/train_toxic_lm/unidetox/{model}.log",
+    benchmark:
+        "results/benchmarks/train_toxic_lm/unidetox/{model}.tsv"
+    threads: threads_of("train_toxic_lm")
+    resources:
+        **resources_of("train_toxic_lm"),
+    conda:
+        ENV_TORCH
+    script:
+        "../workflow/scripts/train_toxic_lm.py"
+
+
+rule distill:
+    input:
+        base=model_files(UNI["model"]),
+        toxic=distill_toxic,
+        lib=lib("baselines", "decoding", "socd", "models"),
+    output:
+        "results/distilled/{source}/shard{shard}.jsonl",
+    params:
+        base=config["models"][UNI["model"]],
+        base_name=UNI["model"],
+        alpha=lambda wc: DISTILLED[wc.source],
+        n_texts=UNI["n_texts"],
+        max_new_tokens=UNI["max_new_tokens"],
+        batch_texts=UNI["batch_texts"],
+        n_shards=UNI["shards"],
+        seed=UNI["seed"],
+        offline=config["offline"],
+    log:
+        "logs/distill/{source}/shard{shard}.log",
+    benchmark:
+        "results/benchmarks/distill/{source}/shard{shard}.tsv"
+    threads: threads_of("distill")
+    resources:
+        **resources_of("distill"),
+    conda:
+        ENV_TORCH
+    script:
+        "../workflow/scripts/distill.py"
+
+
+rule distilled_corpus:
+    input:
+        shards=expand("results/distilled/{{source}}/shard{shard}.jsonl", shard=range(UNI["shards"])),
+        lib=lib("baselines"),
+    output:
+        corpus="results/distilled/{source}.jsonl",
+        report="results/distilled/{source}.report.json",
+    params:
+        n_texts=UNI["n_texts"],
+    log:
+        "logs/distilled_corpus/{source}.log",
+    threads: threads_of("aggregate")
+    resources:
+        **resources_of("aggregate"),
+    conda:
+        ENV_DATA
+    script:
+        "../workflow/scripts/distilled_corpus.py"
