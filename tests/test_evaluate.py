@@ -490,3 +490,61 @@ def test_run_mmlu_bad_input(gpt2, tmp_path):
         E.run_mmlu(model, tok, task_spec={"local": test}, num_fewshot=1)
     with pytest.raises(DataError, match="needs `task` or `local`"):
         E.run_mmlu(model, tok, task_spec={}, num_fewshot=1)
+
+
+# --- two-model systems (DExperts, DetoxiGen): the engine's sampling, lm-eval on combined scores -------------
+
+def dual_decoder(target, anti, tok, beta, top_p=0.9):
+    from hspd.baselines import dexperts_logits
+    from hspd.decoding import DualModelDecoder, SamplingConfig
+
+    class DExperts:  # the combiner interface of hspd.socd.Combiner
+        kind, needs_toxic, vocab_size = "dexperts", True, len(tok)
+
+        def __call__(self, a, b=None, give_base=False):
+            return dexperts_logits(a, b, beta=beta, vocab_size=len(tok)), {}
+
+    return DualModelDecoder(target, anti, tok, DExperts(), max_new_tokens=6, sampling=SamplingConfig(top_p=top_p))
+
+
+def test_toxigen_generate_with_a_two_model_system(gpt2, tmp_path):
+    model, tok = gpt2
+    anti = tiny.gpt2(seed=1)
+    dec = dual_decoder(model, anti, tok, beta=1.0)
+    one = read_jsonl(generate(gpt2, tmp_path / "a.jsonl", decoder=dec, n_samples=4, max_new_tokens=6))
+    again = read_jsonl(generate(gpt2, tmp_path / "b.jsonl", decoder=dec, n_samples=4, max_new_tokens=6,
+                                batch_prompts=5))
+    assert one == again  # a prompt's samples do not depend on the batch
+    assert [r["sample"] for r in one[:4]] == [0, 1, 2, 3] and len(one) == 4 * len(PROMPTS)
+    assert all(0 <= r["n_tokens"] <= 6 for r in one)
+    # The continuation is the generated text after the prompt's.
+    assert any(r["continuation"] for r in one)
+    other_seed = read_jsonl(generate(gpt2, tmp_path / "c.jsonl", decoder=dec, n_samples=4, max_new_tokens=6, seed=43))
+    assert [r["continuation"] for r in other_seed] != [r["continuation"] for r in one]
+
+
+@pytest.mark.slow
+def test_run_mmlu_on_combined_scores(gpt2, tmp_path):
+    """lm-eval reads the system's scores: DExperts at β = 0 is the target's own MMLU, and scores that favour the
+    answer letter A answer every question A."""
+    import functools
+
+    from hspd.baselines import dexperts_logits, sequence_scores
+
+    model, tok = gpt2
+    other = tiny.gpt2(seed=3)
+    spec = {"local": write_mmlu(tmp_path / "test.jsonl", 12, answer=0), "dev": write_mmlu(tmp_path / "dev.jsonl", 3)}
+    run = functools.partial(E.run_mmlu, tokenizer=tok, task_spec=spec, num_fewshot=1, batch_size=4)
+    own = run(model)
+    beta0 = run(model, combine=sequence_scores(functools.partial(dexperts_logits, beta=0.0, vocab_size=len(tok)),
+                                               model, other))
+    letter_a = tok(" A", add_special_tokens=False)["input_ids"]
+
+    def favour_a(a, b):
+        out = a.clone()
+        out[:, letter_a] += 50.0
+        return out
+
+    assert own["acc"] < 1.0
+    assert beta0["acc"] == own["acc"]
+    assert run(model, combine=sequence_scores(favour_a, model, other))["acc"] == 1.0

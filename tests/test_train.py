@@ -422,6 +422,22 @@ def test_finetune_full_saves_plain_checkpoints(tok, tmp_path):
     assert not all(torch.equal(final[k], v) for k, v in step2.state_dict().items())
 
 
+def test_training_to_the_chosen_step_equals_that_checkpoint_of_the_sweep(tok, tmp_path):
+    """The targets that do not sweep train straight to the chosen step: the same weights as the sweep's
+    checkpoint at that step (constant rate, the same data order), so the choice transfers exactly."""
+    from transformers import AutoModelForCausalLM
+
+    finetune_target(tiny("opt", tok), tok, TEXTS, lr=1e-3, total_batch=4, per_device_batch=2, max_steps=6,
+                    save_steps=[2, 4, 6], seed=1, max_length=32, output_dir=tmp_path / "sweep", progress=False,
+                    log=lambda s: None)
+    short = finetune_target(tiny("opt", tok), tok, TEXTS, lr=1e-3, total_batch=4, per_device_batch=2, max_steps=4,
+                            save_steps=[4], seed=1, max_length=32, output_dir=tmp_path / "chosen", progress=False,
+                            log=lambda s: None)
+    sweep4 = AutoModelForCausalLM.from_pretrained(tmp_path / "sweep" / "step4").state_dict()
+    assert same_params(params(short.model), sweep4, atol=1e-6)
+    assert sorted(p.name for p in (tmp_path / "chosen").iterdir() if p.is_dir()) == ["step4"]
+
+
 def test_finetune_lora_saves_merged_plain_models(tok, tmp_path):
     from transformers import AutoModelForCausalLM
 

@@ -177,3 +177,271 @@ def merge_distilled(shards, *, n_texts: int, source: str):
               "finish": {k: int(v) for k, v in df["finish"].value_counts().items()} if "finish" in df else {},
               "mean_tokens": float(df["n_tokens"].mean()) if "n_tokens" in df else None}
     return kept, report
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Decoding-time and weight-space baselines (SPEC §6)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _contrast(method: str, weight_name: str, weight: float, logits, other_logits, other: str, vocab_size):
+    """``(1 + w) · log_softmax(logits) − w · log_softmax(other_logits)`` over the first ``V`` columns, float32
+    ``[batch, V]``, and the first log-softmax (for a set restricted by it)."""
+    import torch
+
+    from hspd.socd import _vocab_view
+
+    if not weight >= 0:
+        raise ConfigError(f"{method} {weight_name} must be ≥ 0, got {weight}")
+    if other_logits is None:
+        raise ModelError(f"{method} needs the {other}'s logits")
+    s, so, _ = _vocab_view(logits, other_logits, vocab_size)
+    s, so = torch.log_softmax(s, dim=-1), torch.log_softmax(so, dim=-1)
+    return s.mul(1.0 + weight).sub_(so, alpha=weight), s
+
+
+def dexperts_logits(logits, anti_logits, *, beta: float, vocab_size: int | None = None):
+    """DExperts with the anti-expert only (Liu et al. 2021, SPEC §6).
+
+    ``(1 + β) · log_softmax(logits) − β · log_softmax(anti_logits)``, the log-softmaxes over the first
+    ``vocab_size`` columns; columns beyond it are ``−inf``.
+
+    Args:
+        logits: ``[batch, width]`` logits of the target.
+        anti_logits: ``[batch, width']`` logits of its toxic version (the anti-expert).
+        beta: the anti-expert's weight, ≥ 0 (0 is the target itself).
+
+    Returns:
+        ``[batch, width]`` float32 scores.
+    """
+    from hspd.socd import _pad_width
+
+    score, _ = _contrast("DExperts", "beta", beta, logits, anti_logits, "anti-expert", vocab_size)
+    return _pad_width(score, logits.shape[1])
+
+
+def top_p_mask(log_probs, top_p: float):
+    """``[batch, V]`` bool: the smallest set of most probable tokens whose probability reaches ``top_p`` (the
+    most probable token always), from log-probabilities."""
+    import torch
+
+    if not 0.0 < top_p <= 1.0:
+        raise ConfigError(f"top_p must lie in (0, 1], got {top_p}")
+    sorted_lp, order = torch.sort(log_probs, dim=-1, descending=True)
+    before = torch.cumsum(sorted_lp.exp(), dim=-1) - sorted_lp.exp()  # mass of the more probable tokens
+    keep_sorted = before < top_p
+    keep_sorted[:, 0] = True
+    return torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted)
+
+
+def detoxigen_logits(gen_logits, det_logits, *, alpha: float, top_p: float = 0.9, vocab_size: int | None = None):
+    """DetoxiGen's contrastive score (seed 003, SPEC §6).
+
+    ``s_gen + α (s_gen − s_det)`` with ``s`` the log-softmax over the first ``vocab_size`` columns, on the
+    generator's top-p set (the smallest set of most probable tokens whose probability reaches ``top_p``), ``−inf``
+    elsewhere and beyond ``vocab_size``. The detoxifier is the same backbone with a soft prompt trained on toxic
+    text, so subtracting it steers away from toxicity.
+
+    Returns:
+        ``[batch, width_gen]`` float32 scores.
+    """
+
+    from hspd.socd import _pad_width
+
+    score, sg = _contrast("DetoxiGen", "alpha", alpha, gen_logits, det_logits, "detoxifier", vocab_size)
+    return _pad_width(score.masked_fill_(~top_p_mask(sg, top_p), -math.inf), gen_logits.shape[1])
+
+
+def task_arithmetic(state, toxic_state, *, lam: float) -> dict:
+    """Task Arithmetic's negation (Ilharco et al. 2023, SPEC §6): ``θ − λ (θ_toxic − θ)`` for every
+    floating-point tensor; other tensors (integer buffers) are kept from ``state``.
+
+    Args:
+        state, toxic_state: state dicts of the target and of its toxic version (same keys and shapes).
+        lam: λ ≥ 0 (0 is the target itself).
+
+    Raises DataError naming the first key that is missing from either side or whose shape differs.
+    """
+    import torch
+
+    if not lam >= 0:
+        raise ConfigError(f"Task Arithmetic lambda must be ≥ 0, got {lam}")
+    for key in state:
+        if key not in toxic_state:
+            raise DataError(f"task arithmetic: {key!r} is in the target but not in the toxic model")
+        if tuple(state[key].shape) != tuple(toxic_state[key].shape):
+            raise DataError(f"task arithmetic: {key!r} has shape {tuple(state[key].shape)} in the target but "
+                            f"{tuple(toxic_state[key].shape)} in the toxic model")
+    extra = [k for k in toxic_state if k not in state]
+    if extra:
+        raise DataError(f"task arithmetic: {extra[0]!r} is in the toxic model but not in the target")
+    out = {}
+    for key, theta in state.items():
+        if torch.is_floating_point(theta):
+            delta = toxic_state[key].to(theta.dtype) - theta
+            out[key] = theta - lam * delta
+        else:
+            out[key] = theta.clone()
+    return out
+
+
+def sequence_scores(combiner, model, other_model):
+    """A two-model system's scores at every position of full sequences, for lm-eval's log-likelihoods:
+    ``input_ids [batch, seq]`` → ``combiner(model logits, other logits)`` as ``[batch, seq, width]``.
+
+    ``combiner`` takes ``[rows, width]`` logit pairs (e.g. ``functools.partial(dexperts_logits, beta=1.0,
+    vocab_size=V)``); both models see the same ids, no cache."""
+    def scores(input_ids):
+        a = model(input_ids).logits
+        b = other_model(input_ids).logits
+        flat = combiner(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]))
+        return flat.reshape(a.shape[0], a.shape[1], -1)
+
+    return scores
+
+
+# --------------------------------------------------------------------------------------------------------------
+# LM-Steer (Han et al. 2024)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def steering_module(d: int, *, epsilon: float, seed: int = 0, init_std: float = 1e-3):
+    """LM-Steer's steering matrix ``W`` (``d × d``, initialised N(0, ``init_std``)) and its strength ``ε``.
+
+    Every output word embedding becomes ``e'(v) = e(v) + ε W e(v)``, so the logit ``h · e'(v)`` equals
+    ``(h + ε hW) · e(v)`` (``h`` a row vector): the module transforms the head's input instead of the
+    vocabulary-sized embedding matrix."""
+    import torch
+
+    class Steering(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            g = torch.Generator().manual_seed(seed)
+            self.weight = torch.nn.Parameter(torch.randn(d, d, generator=g) * init_std)
+            self.epsilon = float(epsilon)
+
+        def forward(self, hidden):
+            return hidden + self.epsilon * (hidden @ self.weight.to(hidden.dtype))
+
+    return Steering()
+
+
+def attach_steering(model, steering):
+    """Steer ``model``'s output embeddings with ``steering`` (a forward pre-hook on the LM head, so generation,
+    perplexity and lm-eval all see the steered model). The module is registered on the model as ``lm_steer``;
+    returns the hook handle (``handle.remove()`` detaches it)."""
+    head = model.get_output_embeddings()
+    if head is None:
+        raise ModelError(f"{type(model).__name__} has no output embeddings to steer")
+    d = head.weight.shape[1]
+    if tuple(steering.weight.shape) != (d, d):
+        raise ModelError(f"steering matrix {tuple(steering.weight.shape)} does not fit the model's hidden size {d}")
+    model.add_module("lm_steer", steering.to(head.weight.device))
+    return head.register_forward_pre_hook(lambda module, args: (steering(args[0]), *args[1:]))
+
+
+def train_steering(model, tokenizer, texts, *, epsilon: float = 1e-3, lr: float = 1e-2, batch_size: int = 32,
+                   epochs: int = 3, max_length: int = 256, seed: int = 0, progress=True, log=print):
+    """Learn LM-Steer's matrix on the toxic texts with every weight of ``model`` frozen (Adam, the causal-LM
+    loss, training strength ``epsilon``); returns the trained module (``.weight`` is ``W``)."""
+    from hspd.train import train_causal_lm
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    head = model.get_output_embeddings()
+    steering = steering_module(head.weight.shape[1], epsilon=epsilon, seed=seed)
+    handle = attach_steering(model, steering)
+    try:
+        train_causal_lm(model, tokenizer, list(texts), lr=lr, batch_size=batch_size, epochs=epochs,
+                        max_length=max_length, seed=seed, select_best=None, progress=progress, log=log)
+    finally:
+        handle.remove()
+        del model.lm_steer
+    return steering.eval()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# DetoxiGen (seed 003): one frozen backbone, a soft prompt trained on toxic text makes the detoxifier
+# --------------------------------------------------------------------------------------------------------------
+
+
+def train_soft_prompt(model, tokenizer, texts, *, n_virtual: int = 20, lr: float = 3e-2, batch_size: int = 8,
+                      epochs: int = 3, max_length: int = 256, seed: int = 0, progress=True, log=print):
+    """Prompt tuning (peft) of ``n_virtual`` soft tokens on the toxic texts, every weight of ``model`` frozen.
+
+    Returns the learned prompt, ``[n_virtual, hidden]`` float32 (detached, on the model's device). ``model`` is
+    left as it was (peft's wrapper is removed)."""
+    import torch
+    from peft import PromptTuningConfig, get_peft_model
+
+    from hspd.train import train_causal_lm
+
+    if n_virtual < 1:
+        raise ConfigError(f"n_virtual must be ≥ 1, got {n_virtual}")
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        peft_model = get_peft_model(model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n_virtual))
+    train_causal_lm(peft_model, tokenizer, list(texts), lr=lr, batch_size=batch_size, epochs=epochs,
+                    max_length=max_length, seed=seed, select_best=None, progress=progress, log=log)
+    prompt = peft_model.get_prompt_embedding_to_save("default").detach().float().clone()
+    for p in model.parameters():  # peft froze them; the weights themselves were never updated
+        p.requires_grad_(True)
+    return prompt.to(device)
+
+
+class SoftPromptedLM:
+    """The detoxifier view of a backbone: ``n`` soft tokens in front of every sequence, the same weights.
+
+    Behaves as a causal LM for ``hspd.decoding.DualModelDecoder`` (``forward`` with its own cache, explicit
+    positions and attention mask): on the first call (empty cache) the prompt embeddings are put in front of the
+    inputs; on every call the attention mask gets ``n`` ones in front and positions move by ``n``, as in
+    training (peft prepends the prompt at positions ``0 … n−1``)."""
+
+    def __init__(self, backbone, prompt):
+        self.backbone = backbone
+        self.prompt = prompt
+        self.n = int(prompt.shape[0])
+        self.cache_extra = self.n  # positions the decoder's caches must hold beyond prompt + new tokens
+        self.config = backbone.config
+        self.generation_config = getattr(backbone, "generation_config", None)
+
+    def parameters(self):
+        return self.backbone.parameters()
+
+    def get_output_embeddings(self):
+        return self.backbone.get_output_embeddings()
+
+    def __call__(self, *, input_ids, attention_mask, position_ids, past_key_values, **kwargs):
+        import torch
+
+        b = input_ids.shape[0]
+        ones = torch.ones((b, self.n), dtype=attention_mask.dtype, device=attention_mask.device)
+        attention_mask = torch.cat([ones, attention_mask], dim=1)
+        position_ids = position_ids + self.n
+        if past_key_values.get_seq_length() == 0:
+            embeds = self.backbone.get_input_embeddings()(input_ids)
+            prompt = self.prompt.to(embeds.dtype).unsqueeze(0).expand(b, -1, -1)
+            inputs_embeds = torch.cat([prompt, embeds], dim=1)
+            steps = torch.arange(self.n, device=position_ids.device).unsqueeze(0).expand(b, -1)
+            position_ids = torch.cat([steps, position_ids], dim=1)
+            return self.backbone(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                 position_ids=position_ids, past_key_values=past_key_values, **kwargs)
+        return self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             past_key_values=past_key_values, **kwargs)
+
+
+class DetoxiGenCombiner:
+    """The decoder's combiner for DetoxiGen (the interface of ``hspd.socd.Combiner``)."""
+
+    kind = "detoxigen"
+    needs_toxic = True
+
+    def __init__(self, alpha: float, top_p: float = 0.9, vocab_size: int | None = None):
+        if not alpha >= 0:
+            raise ConfigError(f"DetoxiGen alpha must be ≥ 0, got {alpha}")
+        self.alpha, self.top_p, self.vocab_size = float(alpha), float(top_p), vocab_size
+
+    def __call__(self, gen_logits, det_logits=None, *, give_base: bool = False):
+        out = detoxigen_logits(gen_logits, det_logits, alpha=self.alpha, top_p=self.top_p, vocab_size=self.vocab_size)
+        return out[:, : self.vocab_size or out.shape[1]], {}

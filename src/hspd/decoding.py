@@ -521,7 +521,8 @@ class DualModelDecoder:
         slot = {p: i for i, p in enumerate(used)}
         ids, mask, positions = (x.to(dev) for x in left_pad([prompts[p] for p in used], self.pad_id))
         prompt_len = ids.shape[1]
-        caches = [new_cache(prompt_len + self.max_new_tokens) for _ in self._models()]
+        # A model with positions of its own in front (DetoxiGen's soft prompt) says how many: `cache_extra`.
+        caches = [new_cache(prompt_len + self.max_new_tokens + getattr(m, "cache_extra", 0)) for m in self._models()]
         logits = [self._forward(m, c, ids, mask, positions) for m, c in zip(self._models(), caches)]
         select = torch.tensor([slot[r.prompt] for r in rows], device=dev)
         for c in caches:

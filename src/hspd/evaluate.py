@@ -201,6 +201,32 @@ def sample_continuations(model, tokenizer, prompt_ids: Sequence[Sequence[int]], 
     return results
 
 
+def sample_continuations_dual(decoder, tokenizer, prompt_ids: Sequence[Sequence[int]], prompt_keys: Sequence, *,
+                              seed: int, n_samples: int = TOXIGEN_SAMPLES, temperature: float = TEMPERATURE
+                              ) -> list[list[tuple[str, int]]]:
+    """``n_samples`` continuations of each prompt from a two-model system (DExperts, DetoxiGen): the project's
+    engine (``hspd.decoding.DualModelDecoder``: both models on their own KV caches, the prompt prefilled once,
+    the combiner and its sampling filters at each step), all prompts' samples in one batch.
+
+    Sample ``s`` of a prompt draws from the stream ``row_seed(seed, prompt key, s)``, so it does not depend on
+    the batch. Returns what ``sample_continuations`` returns.
+    """
+    from hspd.decoding import Row, row_seed
+
+    rows = [Row(g, temperature, row_seed(seed, key, s)) for g, key in enumerate(prompt_keys) for s in range(n_samples)]
+    outputs = decoder.generate([list(p) for p in prompt_ids], rows)
+    results = []
+    for g, prompt in enumerate(prompt_ids):
+        prompt = list(prompt)
+        prompt_text = tokenizer.decode(prompt, skip_special_tokens=True)
+        samples = []
+        for out in outputs[g * n_samples:(g + 1) * n_samples]:
+            new = out.token_ids[:-1] if out.finish == "eos" else out.token_ids
+            samples.append((_continuation_text(tokenizer, prompt, prompt_text, new), len(new)))
+        results.append(samples)
+    return results
+
+
 def _continuation_text(tokenizer, prompt_ids: list[int], prompt_text: str, new_ids: list[int]) -> str:
     """The text ``new_ids`` add to ``prompt_text`` (= ``decode(prompt_ids)``), both decoded with
     ``skip_special_tokens``."""
@@ -229,7 +255,7 @@ def _check_prompts(prompts: pd.DataFrame) -> None:
 def toxigen_generate(model, tokenizer, prompts: pd.DataFrame, *, seed: int, output_path: str | os.PathLike,
                      n_samples: int = TOXIGEN_SAMPLES, max_new_tokens: int = TOXIGEN_MAX_NEW_TOKENS,
                      top_p: float = TOP_P, temperature: float = TEMPERATURE, top_k: int | None = None,
-                     batch_prompts: int = 8, progress=True) -> Path:
+                     batch_prompts: int = 8, decoder=None, progress=True) -> Path:
     """Sample ``n_samples`` continuations of every ToxiGen prompt into a resumable JSONL file.
 
     Args:
@@ -239,6 +265,8 @@ def toxigen_generate(model, tokenizer, prompts: pd.DataFrame, *, seed: int, outp
             restarted job continues from it. Records: ``id, sample, continuation, n_tokens``.
         top_k: None (off, the protocol) or 50 (``unidetox_compat``).
         batch_prompts: prompts per ``generate`` call; each brings its ``n_samples`` rows.
+        decoder: a ``DualModelDecoder`` for a two-model system (its combiner and filters replace ``model``'s
+            own sampling; ``top_p`` and ``top_k`` are then the decoder's); ``None``: ``model.generate``.
         progress: show a tqdm bar (True / False, or a file object to write it to).
 
     Prompts longer than the model's context minus ``max_new_tokens`` are left-truncated; their number is logged.
@@ -277,11 +305,16 @@ def toxigen_generate(model, tokenizer, prompts: pd.DataFrame, *, seed: int, outp
         bar = tqdm(total=len(todo), desc="toxigen prompts", unit="prompt", disable=progress is False, file=file)
         for start in range(0, len(todo), batch_prompts):
             chunk = todo[start:start + batch_prompts]
-            outputs = sample_continuations(
-                model, tokenizer, [encoded[i] for i in chunk], [prompt_seed(seed, ids[i]) for i in chunk],
-                n_samples=n_samples, max_new_tokens=max_new_tokens, top_p=top_p, temperature=temperature,
-                top_k=top_k,
-            )
+            if decoder is not None:
+                outputs = sample_continuations_dual(decoder, tokenizer, [encoded[i] for i in chunk],
+                                                    [ids[i] for i in chunk], seed=seed, n_samples=n_samples,
+                                                    temperature=temperature)
+            else:
+                outputs = sample_continuations(
+                    model, tokenizer, [encoded[i] for i in chunk], [prompt_seed(seed, ids[i]) for i in chunk],
+                    n_samples=n_samples, max_new_tokens=max_new_tokens, top_p=top_p, temperature=temperature,
+                    top_k=top_k,
+                )
             for i, samples in zip(chunk, outputs):
                 writer.write_unit({"id": ids[i], "sample": s, "continuation": text, "n_tokens": n}
                                   for s, (text, n) in enumerate(samples))
@@ -406,10 +439,13 @@ def mmlu_task_yaml(test_path: str | os.PathLike, dev_path: str | os.PathLike, ta
 
 
 def run_mmlu(model, tokenizer, *, task_spec: dict, num_fewshot: int, batch_size: int = 8,
-             limit: int | float | None = None) -> dict:
+             limit: int | float | None = None, combine=None) -> dict:
     """MMLU accuracy through lm-eval's ``simple_evaluate``.
 
     Args:
+        combine: for a decoding-time system, a function ``input_ids [batch, seq] → scores [batch, seq, V]`` whose
+            log-softmax is the system's next-token distribution at every position (e.g. DExperts' combined
+            logits); lm-eval then scores log-likelihoods under that distribution. ``None``: ``model``'s own.
         task_spec: ``{"task": "mmlu"}`` (lm-eval's built-in task, needs the hub's ``cais/mmlu``) or
             ``{"local": test.jsonl, "dev": dev.jsonl}`` (columns ``question, choices, answer``; few-shot examples
             are the first ``num_fewshot`` dev questions).
@@ -442,6 +478,9 @@ def run_mmlu(model, tokenizer, *, task_spec: dict, num_fewshot: int, batch_size:
             raise DataError(f"run_mmlu: task_spec needs `task` or `local` + `dev`, got {task_spec}")
         # With a model object HFLM ignores simple_evaluate's batch_size: it is set here.
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+        if combine is not None:
+            # lm-eval reads every log-likelihood from `_model_call` (then log-softmaxes it): give it the system's.
+            lm._model_call = lambda inps, attn_mask=None, labels=None: combine(inps)
         out = simple_evaluate(model=lm, tasks=[task], num_fewshot=num_fewshot, limit=limit, task_manager=manager,
                               log_samples=False)
     res = out["results"][task]

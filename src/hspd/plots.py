@@ -184,6 +184,9 @@ def plot_validation_sweeps(records: Sequence[dict], out_path) -> Path:
     """
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    colours = plt.get_cmap("tab20").colors  # more sweeps than tab10's ten colours is the usual case
+    for ax in axes:
+        ax.set_prop_cycle(color=colours)
     if not records:
         for ax in axes:
             ax.text(0.5, 0.5, "no validation sweep (every step count preset or single)", ha="center", va="center",

@@ -48,7 +48,8 @@ def causal_lm_loss_sum(logits, labels):
     """Summed next-token cross-entropy and the number of target tokens.
 
     Args:
-        logits: ``[batch, seq, vocab]``; position ``t`` predicts token ``t + 1``.
+        logits: ``[batch, seq, vocab]``; position ``t`` predicts token ``t + 1`` (``[batch, n + seq, vocab]`` for a
+            model with ``n`` virtual prompt tokens in front: those positions are skipped).
         labels: ``[batch, seq]`` token ids, ``IGNORE_INDEX`` on padding.
 
     Returns:
@@ -57,7 +58,8 @@ def causal_lm_loss_sum(logits, labels):
     import torch
     import torch.nn.functional as F
 
-    logits = logits[:, :-1]
+    # A prompt-tuned model (peft) returns logits for its virtual tokens too, in front: score the real ones.
+    logits = logits[:, logits.shape[1] - labels.shape[1]:-1]
     if logits.dtype in (torch.bfloat16, torch.float16):
         logits = logits.float()  # the softmax of 150k bf16 logits is too coarse for a loss
     targets = labels[:, 1:]
