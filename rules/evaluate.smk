@@ -1,5 +1,6 @@
-# Evaluation (SPEC §5, UniDetox protocol), the same rules for every system: ToxiGen continuations per evaluation
-# seed, their toxicity, conditional perplexity and Dist-n; MMLU once per model. An evaluated model is
+# Evaluation (SPEC §5, UniDetox protocol), the same rules for every system: per evaluation seed, ToxiGen
+# continuations with their toxicity and Dist-n (one job: the model loads once), then their conditional perplexity
+# under the PPL model; MMLU once per model. An evaluated model is
 # results/eval/{split}/{target}/{system}/{setting}: split `val` for the sweeps that choose a hyper-parameter,
 # `test` for the tables; setting `base`, `ft<seed>` (the chosen step) or `ft<seed>-step<N>` (one candidate).
 
@@ -8,14 +9,18 @@ EVAL_DIR = "results/eval/{split}/{target}/{system}/{setting}"
 PROMPTS = "results/data/toxigen_{split}.jsonl"
 
 
-rule toxigen_generate:
+rule toxigen_eval:
     input:
         prompts=PROMPTS,
         model=eval_model_files,
         selection=eval_selection,
-        lib=lib("evaluate", "models", "selection"),
+        scorer=scorer_files(),
+        lib=lib("evaluate", "models", "selection", "scoring", "metrics"),
     output:
-        f"{EVAL_DIR}/seed{{seed}}/generations.jsonl",
+        generations=f"{EVAL_DIR}/seed{{seed}}/generations.jsonl",
+        scores=f"{EVAL_DIR}/seed{{seed}}/toxicity.jsonl",
+        metrics=f"{EVAL_DIR}/seed{{seed}}/toxigen.json",
+        diversity=f"{EVAL_DIR}/seed{{seed}}/diversity.json",
     params:
         model=eval_model_spec,
         n_samples=EVAL["n_samples"],
@@ -24,45 +29,22 @@ rule toxigen_generate:
         temperature=EVAL["temperature"],
         top_k=50 if EVAL["unidetox_compat"] else None,
         batch_prompts=EVAL["batch_prompts"],
-        offline=config["offline"],
-    log:
-        "logs/toxigen_generate/{split}/{target}/{system}/{setting}/seed{seed}.log",
-    benchmark:
-        "results/benchmarks/toxigen_generate/{split}/{target}/{system}/{setting}/seed{seed}.tsv"
-    threads: threads_of("toxigen_generate")
-    resources:
-        **resources_of("toxigen_generate", target_size),
-    conda:
-        ENV_TORCH
-    script:
-        "../workflow/scripts/toxigen_generate.py"
-
-
-rule toxigen_score:
-    input:
-        prompts=PROMPTS,
-        generations=f"{EVAL_DIR}/seed{{seed}}/generations.jsonl",
-        scorer=scorer_files(),
-        lib=lib("scoring", "metrics", "models"),
-    output:
-        scores=f"{EVAL_DIR}/seed{{seed}}/toxicity.jsonl",
-        metrics=f"{EVAL_DIR}/seed{{seed}}/toxigen.json",
-    params:
         scorer=config["toxicity_scorer"],
         threshold=EVAL["toxicity_threshold"],
-        batch_size=config["ranking"]["batch_size"],
+        score_batch_size=config["ranking"]["batch_size"],
+        dist_compat=EVAL["dist_compat"],
         offline=config["offline"],
     log:
-        "logs/toxigen_score/{split}/{target}/{system}/{setting}/seed{seed}.log",
+        "logs/toxigen_eval/{split}/{target}/{system}/{setting}/seed{seed}.log",
     benchmark:
-        "results/benchmarks/toxigen_score/{split}/{target}/{system}/{setting}/seed{seed}.tsv"
-    threads: threads_of("toxigen_score")
+        "results/benchmarks/toxigen_eval/{split}/{target}/{system}/{setting}/seed{seed}.tsv"
+    threads: threads_of("toxigen_eval")
     resources:
-        **resources_of("toxigen_score"),
+        **resources_of("toxigen_eval", target_size),
     conda:
         ENV_TORCH
     script:
-        "../workflow/scripts/toxigen_score.py"
+        "../workflow/scripts/toxigen_eval.py"
 
 
 rule perplexity:
@@ -90,26 +72,6 @@ rule perplexity:
         ENV_TORCH
     script:
         "../workflow/scripts/perplexity.py"
-
-
-rule diversity:
-    input:
-        prompts=PROMPTS,
-        generations=f"{EVAL_DIR}/seed{{seed}}/generations.jsonl",
-        lib=lib("metrics"),
-    output:
-        f"{EVAL_DIR}/seed{{seed}}/diversity.json",
-    params:
-        compat=EVAL["dist_compat"],
-    log:
-        "logs/diversity/{split}/{target}/{system}/{setting}/seed{seed}.log",
-    threads: threads_of("diversity")
-    resources:
-        **resources_of("diversity"),
-    conda:
-        ENV_DATA
-    script:
-        "../workflow/scripts/diversity.py"
 
 
 rule mmlu:

@@ -61,9 +61,8 @@ def test_paper_dag_plans_offline():
     assert counts["select_steps"] == 42 + 4 * 4
     # Validation sweeps on GPT2-XL only: 22 systems × 3 HSPD steps + 3 × 10 UniDetox steps, one seed.
     n_val = 22 * 3 + 3 * 10
-    assert counts["toxigen_generate"] == (58 + 4) * 5 + n_val
-    assert counts["perplexity"] == counts["toxigen_score"] == counts["toxigen_generate"]
-    assert counts["diversity"] == (58 + 4) * 5
+    assert counts["toxigen_eval"] == counts["perplexity"] == (58 + 4) * 5 + n_val
+    assert "toxigen_score" not in counts and "diversity" not in counts  # one job per (model, seed) samples and scores
     assert counts["mmlu"] == 58 + 4
     assert counts["distill"] == 2 * 4 and counts["distilled_corpus"] == 2
     assert counts["train_toxic"] == counts["train_toxic_lm"] == counts["dghs_split"] == counts["aggregate"] == 1
@@ -157,6 +156,8 @@ def test_demo_finetuning_on_rewritten_text_lowers_toxicity(demo_run):
     for row in tuned.itertuples():
         assert row.emt_id_mean < original.loc[row.target, "emt_id_mean"], (row.target, row.system, row.emt_id_mean)
         assert row.tp_id_mean < raw.loc[row.target, "tp_id_mean"], (row.target, row.system, row.tp_id_mean)
+    # The raw-text control: fine-tuning on the toxic texts themselves makes every target more toxic.
+    assert (raw["tp_id_mean"] > original.loc[raw.index, "tp_id_mean"]).all(), raw["tp_id_mean"]
     drop = original["tp_id_mean"].mean() - tuned.groupby("target")["tp_id_mean"].mean().mean()
     assert drop > 0.15, (drop, summary[["target", "system", "tp_id_mean"]])
 

@@ -358,3 +358,30 @@ def direct_toxicity(corpora: Mapping[str, pd.DataFrame], scorer, batch_size: int
     table = scores.groupby("corpus", sort=False).agg(n_texts=("toxicity", "size"),
                                                       **{d: (d, "mean") for d in DIMENSIONS})
     return table.reset_index()
+
+
+def score_toxigen(generations: pd.DataFrame, prompts: pd.DataFrame, scorer, *, threshold: float = 0.5,
+                  batch_size: int = 64, progress=False) -> tuple[pd.DataFrame, dict]:
+    """Toxicity of every continuation (the prompt removed), then TP and EMT per ToxiGen category (SPEC §5).
+
+    Args:
+        generations: ``id, sample, continuation``.
+        prompts: ``id, category, distribution``.
+        scorer: a ``ToxicityScorer``.
+
+    Returns:
+        ``(scored, metrics)``: one row per sample ``id, sample, toxicity, category, distribution``, and
+        ``hspd.metrics.toxigen_metrics`` of it.
+    """
+    from hspd.metrics import toxigen_metrics
+
+    for name, df, cols in (("generations", generations, ("id", "sample", "continuation")),
+                           ("ToxiGen prompts", prompts, ("id", "category", "distribution"))):
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise DataError(f"{name}: missing column(s) {missing}; found {list(df.columns)}")
+    texts = generations["continuation"].fillna("").astype(str).tolist()
+    scores = scorer.score(texts, batch_size=batch_size, progress=progress)
+    scored = generations[["id", "sample"]].assign(toxicity=scores["toxicity"].to_numpy())
+    scored = scored.merge(prompts[["id", "category", "distribution"]], on="id", how="left", validate="many_to_one")
+    return scored, toxigen_metrics(scored, threshold=threshold)
