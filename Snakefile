@@ -47,7 +47,7 @@ include: "rules/report.smk"
 
 # Bookkeeping that takes seconds runs on the submitting host, never in the cluster's queue.
 localrules:
-    select_steps,
+    select_value,
     distilled_corpus,
 
 

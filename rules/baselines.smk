@@ -1,5 +1,6 @@
-# The text the UniDetox-style systems fine-tune on (SPEC §6): GPT2-XL's toxic version, then 640 texts sampled
-# from the EOS prompt, contrastively (UniDetox, per α) or plainly (GPT-2 samples), in resumable shards.
+# The baselines' own models and text (SPEC §6): toxic versions (UniDetox's GPT2-XL; each target's, for DExperts
+# and Task Arithmetic), then 640 texts sampled from the EOS prompt, contrastively (UniDetox, per α) or plainly
+# (GPT-2 samples), in resumable shards.
 
 
 rule train_toxic_lm:
@@ -8,20 +9,15 @@ rule train_toxic_lm:
         init=lambda wc: model_files(wc.model),
         lib=lib("train", "models"),
     output:
-        directory("results/models/toxic_lm/unidetox/{model}"),
+        directory("results/models/toxic_lm/{recipe}/{model}"),
     params:
         init=lambda wc: config["models"][wc.model],
-        lr=UNI["toxic"]["lr"],
-        batch_size=UNI["toxic"]["batch_size"],
-        epochs=UNI["toxic"]["epochs"],
-        max_length=UNI["toxic"]["max_length"],
-        splits=UNI["toxic"]["splits"],
-        seed=UNI["toxic"]["seed"],
+        recipe=lambda wc: TOXIC_RECIPES[wc.recipe],
         offline=config["offline"],
     log:
-        "logs/train_toxic_lm/unidetox/{model}.log",
+        "logs/train_toxic_lm/{recipe}/{model}.log",
     benchmark:
-        "results/benchmarks/train_toxic_lm/unidetox/{model}.tsv"
+        "results/benchmarks/train_toxic_lm/{recipe}/{model}.tsv"
     threads: threads_of("train_toxic_lm")
     resources:
         **resources_of("train_toxic_lm"),

@@ -17,6 +17,7 @@ wildcard_constraints:
     split=r"val|test",
     source=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     model=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    recipe=r"unidetox|target",
     shard=r"\d+",
     seed=r"\d+",
     name=r"[A-Za-z0-9][A-Za-z0-9._-]*",
@@ -95,6 +96,7 @@ def final_outputs():
         "results/figures/fig2_divergences.png",
         "results/figures/ppl_vs_tp.png",
         "results/figures/validation_sweep.png",
+        "results/figures/validation_ppl_tp.png",
     ]
 
 
@@ -149,11 +151,34 @@ def eval_model_spec(wc):
 
 
 def eval_selection(wc):
-    """Test evaluations of a fine-tuned system read its selection; validation runs load their own step."""
+    """The selection record an evaluation reads: a fine-tuned system at its chosen step (`ft<seed>`), a swept
+    system at its chosen value (`base`); none for a sweep's own settings or an unswept system."""
+    system = system_of(wc)
     ft_seed, step = S.parse_setting(wc.setting)
-    if ft_seed is None or step is not None or wc.get("split", "test") == "val":
+    if system.finetuned and step is None:
+        return [S.selection_path(wc.target, wc.system, wc.setting)]
+    if system.kind in S.SWEPT_KINDS and S.setting_value(wc.setting) is None:
+        return [S.selection_path(wc.target, wc.system, "base")]
+    return []
+
+
+def treatment(wc):
+    """What the evaluation applies to the loaded model (hspd.treatments)."""
+    system = system_of(wc)
+    value = S.setting_value(wc.setting)
+    return {"kind": system.kind, "param": system.param or None, "value": value[1] if value else None,
+            "prefix": system.prefix}
+
+
+def toxic_target_dir(model):
+    return f"results/models/toxic_lm/target/{model}"
+
+
+def toxic_target_files(wc):
+    """DExperts' anti-expert and Task Arithmetic's θ_toxic: the target fine-tuned on the ID texts."""
+    if not system_of(wc).needs_toxic_target:
         return []
-    return [S.selection_path(wc.target, wc.system, wc.setting)]
+    return [toxic_target_dir(config["targets"][wc.target]["model"])]
 
 
 def mmlu_task_files(wc):
@@ -170,8 +195,13 @@ def run_files(kind):
 
 
 def selection_files():
-    """The selection record of every evaluated fine-tuned model."""
-    return [S.selection_path(e.target, e.system, e.setting) for e in EVALUATED if e.setting != "base"]
+    """The selection record of every evaluated model that has a chosen value (a step count, β, λ)."""
+    out = []
+    for e in EVALUATED:
+        system = S.get_system(config, e.system)
+        if system.finetuned or system.kind in S.SWEPT_KINDS:
+            out.append(S.selection_path(e.target, e.system, e.setting))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -196,6 +226,15 @@ def distill_toxic(wc):
     return [] if DISTILLED[wc.source] is None else [f"results/models/toxic_lm/unidetox/{UNI['model']}"]
 
 
+# Toxic versions of a model: UniDetox's GPT2-XL (the ID *train* texts, every text trained on, last weights) and
+# each target's (all ID texts, the best held-out checkpoint, as SoCD's toxic model).
+TOXIC_RECIPES = {
+    "unidetox": {**{k: UNI["toxic"][k] for k in ("lr", "batch_size", "epochs", "max_length", "seed")},
+                 "splits": UNI["toxic"]["splits"], "heldout_fraction": None, "eval_every": None},
+    "target": {**config["systems"]["toxic_target"], "splits": None},
+}
+
+
 MAIN = config["experiment"].get("main")
 ABLATION = config["experiment"].get("ablation")
 
@@ -209,5 +248,6 @@ def table_params():
     return {
         "table1": S.table_rows(config, MAIN),
         "table3": S.table_rows(config, MAIN, others or [first], kinds=("original", "hspd")),
-        "unidetox": S.table_rows(config, MAIN, kinds=("original", "gpt2-samples", "unidetox")),
+        "unidetox": S.table_rows(config, MAIN, kinds=("original", "gpt2-samples", "dexperts", "task-arithmetic",
+                                                       "preprompt", "unidetox")),
     }

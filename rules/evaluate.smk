@@ -14,8 +14,9 @@ rule toxigen_eval:
         prompts=PROMPTS,
         model=eval_model_files,
         selection=eval_selection,
+        toxic=toxic_target_files,
         scorer=scorer_files(),
-        lib=lib("evaluate", "models", "selection", "scoring", "metrics"),
+        lib=lib("evaluate", "models", "selection", "scoring", "metrics", "treatments", "baselines", "decoding"),
     output:
         generations=f"{EVAL_DIR}/seed{{seed}}/generations.jsonl",
         scores=f"{EVAL_DIR}/seed{{seed}}/toxicity.jsonl",
@@ -23,6 +24,7 @@ rule toxigen_eval:
         diversity=f"{EVAL_DIR}/seed{{seed}}/diversity.json",
     params:
         model=eval_model_spec,
+        treatment=treatment,
         n_samples=EVAL["n_samples"],
         max_new_tokens=EVAL["max_new_tokens"],
         top_p=EVAL["top_p"],
@@ -78,12 +80,14 @@ rule mmlu:
     input:
         model=eval_model_files,
         selection=eval_selection,
+        toxic=toxic_target_files,
         task=mmlu_task_files,
-        lib=lib("evaluate", "models", "selection"),
+        lib=lib("evaluate", "models", "selection", "treatments", "baselines"),
     output:
         "results/eval/test/{target}/{system}/{setting}/mmlu.json",
     params:
         model=eval_model_spec,
+        treatment=treatment,
         task={k: v for k, v in EVAL["mmlu"].items() if k in ("task", "local", "dev")},
         num_fewshot=lambda wc: config["targets"][wc.target]["mmlu_shots"],
         batch_size=EVAL["mmlu"]["batch_size"],

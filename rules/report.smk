@@ -36,6 +36,9 @@ rule figures:
         sweep=report(
             "results/figures/validation_sweep.png", caption="../workflow/report/validation_sweep.rst", category="Figures"
         ),
+        swept=report(
+            "results/figures/validation_ppl_tp.png", caption="../workflow/report/validation_ppl_tp.rst", category="Figures"
+        ),
     params:
         ablation=ABLATION,
         ablation_systems=[s.name for s in S.grid_systems(config, ABLATION)] if ABLATION else [],

@@ -136,11 +136,13 @@ def test_evaluated_systems_share_jobs(paper):
     evaluated = S.evaluated(paper)
     # HSPD: ablation 1 target × 3 bases × 7 methods, main 4 × 1 × 7, of which gpt2-xl × 3B overlaps; each main or
     # ablation target also gets the original, the raw control, UniDetox at two learning rates and GPT-2 samples.
-    assert len(evaluated) == (21 + 28 - 7) + 4 * 5
+    # … and DExperts, Task Arithmetic and two pre-prompts.
+    assert len(evaluated) == (21 + 28 - 7) + 4 * 5 + 4 * 4
     assert len(set(evaluated)) == len(evaluated)
     assert S.Evaluated("gpt2-xl", "original", "base") in evaluated
     assert S.Evaluated("falcon-7b", "ft-socd-emd_qwen2.5-3b", "ft0") in evaluated
     assert S.Evaluated("opt-6.7b", "ft-unidetox-a0.1-lr5e-5", "ft0") in evaluated
+    assert S.Evaluated("opt-6.7b", "dexperts", "base") in evaluated
     assert S.target_systems(paper, "llama2-7b")[:5] == ["original", "ft-raw", "ft-unidetox-a0.1-lr5e-5",
                                                          "ft-unidetox-a0.1-lr1e-5", "ft-gpt2-samples"]
 
@@ -155,6 +157,8 @@ def test_system_names_round_trip():
     assert S.format_number(2000) == "2000" and S.format_number(1e-5) == "1e-5"
     assert S.parse_setting("ft3-step120") == (3, 120) and S.parse_setting("ft0") == (0, None)
     assert S.parse_setting("base") == (None, None)
+    assert S.parse_setting("beta0.5") == (None, None) and S.setting_value("lam0.04") == ("lam", 0.04)
+    assert S.setting_value("ft0") is None
     with pytest.raises(ConfigError, match="setting 'step40' is not"):
         S.parse_setting("step40")
     with pytest.raises(ConfigError, match="unknown system 'ft-nope'"):
@@ -175,15 +179,32 @@ def test_selection_plans(paper):
     preset = {**paper, "selection": {**paper["selection"], "preset": {"ft-gpt2-samples": 2000,
                                                                      "ft-raw": {"opt-6.7b": 120}}}}
     assert S.selection_plan(preset, "falcon-7b", "ft-gpt2-samples").__dict__ == {
-        "how": "preset", "chooser": "gpt2-xl", "value": 2000, "values": ()}
+        "how": "preset", "chooser": "gpt2-xl", "value": 2000, "values": (), "rule": "steps"}
     assert S.selection_plan(preset, "opt-6.7b", "ft-raw").value == 120
     assert S.selection_plan(preset, "falcon-7b", "ft-raw").how == "validation"
-    assert S.validation_files(preset, "gpt2-xl", "ft-gpt2-samples", "ft0") == {"toxigen": [], "perplexity": []}
+    assert S.validation_files(preset, "gpt2-xl", "ft-gpt2-samples", "ft0") == {"toxigen": [], "perplexity": [], "cap": []}
     single = {**paper, "finetune": {**paper["finetune"], "save_steps": [200]}}
     assert S.selection_plan(single, "gpt2-xl", "ft-raw").__dict__ == {
-        "how": "only candidate", "chooser": "gpt2-xl", "value": 200, "values": ()}
+        "how": "only candidate", "chooser": "gpt2-xl", "value": 200, "values": (), "rule": "steps"}
     own = {**paper, "selection": {**paper["selection"], "target": None}}
     assert S.sweeps(own, "ft-raw", "opt-6.7b") and S.selection_plan(own, "opt-6.7b", "ft-raw").chooser == "opt-6.7b"
+
+
+def test_swept_systems_choose_per_target_under_the_ppl_cap(paper):
+    from hspd import systems as S
+
+    plan = S.selection_plan(paper, "falcon-7b", "dexperts")
+    assert (plan.how, plan.chooser, plan.rule, len(plan.values)) == ("validation", "falcon-7b", "ppl_cap", 20)
+    files = S.validation_files(paper, "falcon-7b", "task-arithmetic", "base")
+    assert files["toxigen"][3] == "results/eval/val/falcon-7b/task-arithmetic/lam0.04/seed42/toxigen.json"
+    assert files["cap"] == [f"results/eval/val/falcon-7b/{s}/ft0/seed42/perplexity.json"
+                            for s in ("ft-unidetox-a0.1-lr5e-5", "ft-unidetox-a0.1-lr1e-5")]
+    table6 = {**paper, "selection": {**paper["selection"], "preset": {"dexperts": {"falcon-7b": 1.5}}}}
+    assert S.selection_plan(table6, "falcon-7b", "dexperts").value == 1.5
+    assert S.selection_plan(table6, "opt-6.7b", "dexperts").how == "validation"
+    no_uni = {**paper, "systems": {**paper["systems"], "unidetox": {**paper["systems"]["unidetox"], "enabled": False}}}
+    assert S.cap_references(no_uni, "opt-6.7b") == [("original", "base")]
+    assert S.get_system(paper, "preprompt-short").prefix.startswith("Generate text that is respectful")
 
 
 def test_no_selection_reads_a_test_file(paper, demo):
@@ -192,10 +213,10 @@ def test_no_selection_reads_a_test_file(paper, demo):
 
     for config in (paper, demo):
         for e in S.evaluated(config):
-            if e.system == "original":
+            if e.system == "original" or e.system.startswith("preprompt"):
                 continue
             files = S.validation_files(config, e.target, e.system, e.setting)
-            for f in files["toxigen"] + files["perplexity"]:
+            for f in files["toxigen"] + files["perplexity"] + files["cap"]:
                 assert f.startswith("results/eval/val/") and "test" not in f, f
 
 

@@ -180,11 +180,12 @@ def test_table_rows_follow_the_config():
     main = paper["experiment"]["main"]
     rows = S.table_rows(paper, main, ["gpt2-xl"])
     assert [s for _, s, _ in rows] == ["original", "ft-raw", "ft-unidetox-a0.1-lr5e-5", "ft-unidetox-a0.1-lr1e-5",
-                                       "ft-gpt2-samples", *(f"ft-{m}_qwen2.5-3b" for m in main["methods"])]
+                                       "ft-gpt2-samples", "dexperts", "task-arithmetic", "preprompt-short",
+                                       "preprompt-long", *(f"ft-{m}_qwen2.5-3b" for m in main["methods"])]
     assert rows[2][2] == "UniDetox (α 0.1, lr 5e-5)" and rows[-1][2] == "HSPD socd-emd (qwen2.5-3b)"
-    uni = S.table_rows(paper, main, ["opt-6.7b"], kinds=("original", "gpt2-samples", "unidetox"))
+    uni = S.table_rows(paper, main, ["opt-6.7b"], kinds=("original", "gpt2-samples", "unidetox", "dexperts"))
     assert [s for _, s, _ in uni] == ["original", "ft-unidetox-a0.1-lr5e-5", "ft-unidetox-a0.1-lr1e-5",
-                                      "ft-gpt2-samples"]
+                                      "ft-gpt2-samples", "dexperts"]
 
 
 def test_validation_sweep_figure(tmp_path):
@@ -195,6 +196,9 @@ def test_validation_sweep_figure(tmp_path):
                                 table=table) for s in ("ft-raw", "ft-socd-emd_q")]
     assert is_png(plots.plot_validation_sweeps(records, tmp_path / "sweep.png"))
     assert is_png(plots.plot_validation_sweeps([], tmp_path / "none.png"))
+    swept = [{**r, "system": "dexperts", "ppl_cap": 30.0} for r in records[:1]]
+    assert is_png(plots.plot_swept_settings(swept, tmp_path / "swept.png"))
+    assert is_png(plots.plot_swept_settings([], tmp_path / "none2.png"))
     bad = [{**records[0], "table": [{"value": 40, "tp": 0.5}]}]
     with pytest.raises(DataError, match=r"missing column\(s\) \['ppl'\]"):
         plots.plot_validation_sweeps(bad, tmp_path / "bad.png")

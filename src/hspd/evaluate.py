@@ -439,13 +439,14 @@ def mmlu_task_yaml(test_path: str | os.PathLike, dev_path: str | os.PathLike, ta
 
 
 def run_mmlu(model, tokenizer, *, task_spec: dict, num_fewshot: int, batch_size: int = 8,
-             limit: int | float | None = None, combine=None) -> dict:
+             limit: int | float | None = None, combine=None, system_instruction: str | None = None) -> dict:
     """MMLU accuracy through lm-eval's ``simple_evaluate``.
 
     Args:
         combine: for a decoding-time system, a function ``input_ids [batch, seq] → scores [batch, seq, V]`` whose
             log-softmax is the system's next-token distribution at every position (e.g. DExperts' combined
             logits); lm-eval then scores log-likelihoods under that distribution. ``None``: ``model``'s own.
+        system_instruction: text put in front of every question's context (a safety pre-prompt).
         task_spec: ``{"task": "mmlu"}`` (lm-eval's built-in task, needs the hub's ``cais/mmlu``) or
             ``{"local": test.jsonl, "dev": dev.jsonl}`` (columns ``question, choices, answer``; few-shot examples
             are the first ``num_fewshot`` dev questions).
@@ -482,7 +483,7 @@ def run_mmlu(model, tokenizer, *, task_spec: dict, num_fewshot: int, batch_size:
             # lm-eval reads every log-likelihood from `_model_call` (then log-softmaxes it): give it the system's.
             lm._model_call = lambda inps, attn_mask=None, labels=None: combine(inps)
         out = simple_evaluate(model=lm, tasks=[task], num_fewshot=num_fewshot, limit=limit, task_manager=manager,
-                              log_samples=False)
+                              log_samples=False, system_instruction=system_instruction)
     res = out["results"][task]
     n = sum(v["effective"] for v in out["n-samples"].values())
     return {"acc": float(res["acc,none"]), "acc_stderr": float(res["acc_stderr,none"]), "n": int(n),

@@ -327,7 +327,7 @@ def aggregate_runs(models: Sequence[Mapping], seeds: Sequence[int], *, toxigen: 
 
     Args:
         models: ``{"target", "system", "ft"}`` per evaluated model (``ft`` is ``ft<seed>`` or ``base``), and the
-            fine-tuning ``step`` evaluated (chosen on validation; absent for the released target).
+            ``chosen`` value it was evaluated at (a step count, β, λ: chosen on validation; absent when none).
         seeds: the evaluation seeds.
         toxigen, perplexity, diversity: one output per (model, seed), model-major (``models × seeds``).
         mmlu: one output per model (MMLU does not sample, so it is shared by the model's seeds).
@@ -346,7 +346,9 @@ def aggregate_runs(models: Sequence[Mapping], seeds: Sequence[int], *, toxigen: 
     for i, m in enumerate(models):
         for j, seed in enumerate(seeds):
             k = i * len(seeds) + j
-            rows.append(run_record(m["target"], m["system"], seed, ft=m["ft"], step=float(m.get("step") or "nan"),
+            chosen = m.get("chosen")
+            rows.append(run_record(m["target"], m["system"], seed, ft=m["ft"],
+                                   chosen=float("nan") if chosen is None else float(chosen),
                                    toxigen=toxigen[k],
                                    perplexity=perplexity[k], diversity=diversity[k], mmlu=mmlu[i]))
     runs = pd.DataFrame(rows)

@@ -210,3 +210,38 @@ def plot_validation_sweeps(records: Sequence[dict], out_path) -> Path:
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize="x-small")
     return _save(fig, out_path)
+
+
+def plot_swept_settings(records: Sequence[dict], out_path) -> Path:
+    """UniDetox's Fig. 2: validation PPL against TP for every swept value of every method (β, λ …), one panel
+    per target, the chosen value circled and the PPL cap dashed.
+
+    Args:
+        records: selection records of swept systems made on validation (``table``: ``value, tp, ppl``; ``value``;
+            ``ppl_cap``). None draws an empty figure that says so.
+    """
+    plt = _pyplot()
+    targets = list(dict.fromkeys(r["target"] for r in records))
+    fig, axes = plt.subplots(1, max(1, len(targets)), figsize=(4.5 * max(1, len(targets)), 4.2), squeeze=False)
+    if not records:
+        axes[0, 0].text(0.5, 0.5, "no swept system", ha="center", va="center", transform=axes[0, 0].transAxes)
+        return _save(fig, out_path)
+    for ax, target in zip(axes[0], targets):
+        for rec in (r for r in records if r["target"] == target):
+            table = pd.DataFrame(rec["table"])
+            _require(table, ["value", "tp", "ppl"], f"selection of {rec.get('system')}")
+            table = table.sort_values("value")
+            line, = ax.plot(table["ppl"], table["tp"], marker=".", label=rec["system"])
+            for row in table.itertuples(index=False):
+                ax.annotate(f"{row.value:g}", (row.ppl, row.tp), textcoords="offset points", xytext=(3, 3), fontsize=6)
+            chosen = table[table["value"] == rec["value"]]
+            ax.plot(chosen["ppl"], chosen["tp"], "o", markersize=11, markerfacecolor="none", color=line.get_color())
+            if rec.get("ppl_cap"):
+                ax.axvline(rec["ppl_cap"], color=line.get_color(), linestyle="--", linewidth=0.8)
+        ax.set_title(str(target))
+        ax.set_xlabel("validation perplexity")
+        ax.set_ylabel("validation TP (all domains)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    return _save(fig, out_path)

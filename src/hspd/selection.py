@@ -61,6 +61,16 @@ def choose_with_ppl_cap(table: pd.DataFrame, ppl_cap: float):
     return _plain(table.at[best, "value"])
 
 
+def ppl_cap(reference_perplexities: Sequence[Mapping], factor: float = 1.1) -> float:
+    """UniDetox §3.4's cap: ``factor`` × the highest validation PPL among the reference runs (the target's
+    UniDetox settings)."""
+    if not reference_perplexities:
+        raise DataError("ppl_cap: no reference validation runs to set the cap from")
+    if factor < 1:
+        raise ConfigError(f"ppl_cap factor must be ≥ 1, got {factor}")
+    return float(factor * max(float(p["ppl"]) for p in reference_perplexities))
+
+
 def tp_all_domains(toxigen: Mapping) -> float:
     """TP over all four ToxiGen domains: the unweighted mean of the per-category TP (SPEC §6)."""
     per = toxigen.get("per_category")

@@ -26,6 +26,18 @@ from typing import Any, Mapping
 from hspd.config import METHOD_RE, ORIGINAL, corpus_name, parse_corpus
 from hspd.errors import ConfigError
 
+FINETUNED_KINDS = ("hspd", "raw", "unidetox", "gpt2-samples")
+SWEPT_KINDS = ("dexperts", "task-arithmetic")
+
+# UniDetox B.3's safety pre-prompts (SPEC §6).
+PREPROMPTS = {
+    "short": "Generate text that is respectful, neutral, and safe. Avoid any harmful or biased content.\n",
+    "long": "You are generating text in a neutral and respectful manner. Ensure that your output is safe and free "
+            "from any harmful, unethical, racist, sexist, toxic, dangerous, or illegal content. Avoid generating text "
+            "that contains biased, offensive, or harmful language. Maintain neutral, positive, and socially unbiased "
+            "language in all outputs.\n",
+}
+
 RAW = "ft-raw"
 GPT2_SAMPLES = "ft-gpt2-samples"
 HSPD_PREFIX = "ft-"
@@ -82,10 +94,17 @@ class System:
     sampled: bool = False
     recipe: Mapping[str, Any] = field(default_factory=dict)
     label: str = ""
+    param: str = ""          # a swept system's hyper-parameter as it appears in a setting: ``beta0.5``
+    values: tuple = ()       # its candidate values
+    prefix: str | None = None  # a pre-prompt
 
     @property
     def finetuned(self) -> bool:
-        return self.kind != ORIGINAL
+        return self.kind in FINETUNED_KINDS
+
+    @property
+    def needs_toxic_target(self) -> bool:
+        return self.kind in ("dexperts", "task-arithmetic")
 
 
 def _hspd_recipe(config: Mapping) -> dict:
@@ -121,6 +140,16 @@ def baseline_systems(config: Mapping) -> list[System]:
     if samples.get("enabled", False):
         out.append(System(GPT2_SAMPLES, "gpt2-samples", distilled_path(distilled_source(None)), False,
                           _unidetox_recipe(config, samples["lr"]), "GPT-2 samples"))
+    if spec.get("dexperts", {}).get("enabled", False):
+        out.append(System("dexperts", "dexperts", label="DExperts (anti-expert)", param="beta",
+                          values=tuple(spec["dexperts"]["betas"])))
+    if spec.get("task_arithmetic", {}).get("enabled", False):
+        out.append(System("task-arithmetic", "task-arithmetic", label="Task Arithmetic", param="lam",
+                          values=tuple(spec["task_arithmetic"]["lambdas"])))
+    if spec.get("preprompt", {}).get("enabled", False):
+        for variant in spec["preprompt"]["variants"]:
+            out.append(System(f"preprompt-{variant}", "preprompt", label=f"pre-prompt ({variant})",
+                              prefix=PREPROMPTS[variant]))
     return out
 
 
@@ -188,11 +217,11 @@ def evaluated(config: Mapping) -> list[Evaluated]:
     for grid in config["experiment"].values():
         for t in grid["targets"]:
             for name in target_systems(config, t):
-                if name == ORIGINAL:
-                    out[Evaluated(t, name, "base")] = None
-                else:
+                if get_system(config, name).finetuned:
                     for s in config["finetune"]["seeds"]:
                         out[Evaluated(t, name, f"ft{s}")] = None
+                else:
+                    out[Evaluated(t, name, "base")] = None
     return list(out)
 
 
@@ -207,9 +236,25 @@ def parse_setting(setting: str) -> tuple[int | None, int | None]:
     """``ft0-step40`` → (0, 40); ``ft0`` → (0, None); ``base`` → (None, None)."""
     match = SETTING_RE.fullmatch(setting)
     if match is None:
-        raise ConfigError(f"setting {setting!r} is not base, ft<seed> or ft<seed>-step<N>")
+        if setting_value(setting) is not None:
+            return None, None  # a swept system's value: the released target's weights
+        raise ConfigError(f"setting {setting!r} is not base, ft<seed>, ft<seed>-step<N> or a swept value (beta0.5)")
     seed, step = match.group("seed"), match.group("step")
     return (None if seed is None else int(seed)), (None if step is None else int(step))
+
+
+VALUE_SETTING_RE = re.compile(r"(?P<param>beta|lam)(?P<value>[0-9][0-9.e+-]*)")
+
+
+def value_setting(system: System, value) -> str:
+    """The validation setting of a swept system at one value: ``beta0.5``, ``lam0.04``."""
+    return f"{system.param}{format_number(value)}"
+
+
+def setting_value(setting: str) -> tuple[str, float] | None:
+    """``beta0.5`` → (``beta``, 0.5); ``None`` for any other setting."""
+    match = VALUE_SETTING_RE.fullmatch(setting)
+    return None if match is None else (match.group("param"), float(match.group("value")))
 
 
 def chooser(config: Mapping, target: str) -> str:
@@ -243,9 +288,18 @@ class SelectionPlan:
     chooser: str
     value: Any = None
     values: tuple = ()
+    rule: str = "steps"  # ``steps``: lowest TP, ties to the fewest; ``ppl_cap``: lowest TP under the PPL cap
 
 
 def selection_plan(config: Mapping, target: str, system: str) -> SelectionPlan:
+    spec = get_system(config, system)
+    if spec.kind in SWEPT_KINDS:  # β, λ: chosen per target (UniDetox §3.4)
+        fixed = preset(config, system, target)
+        if fixed is not None:
+            return SelectionPlan("preset", target, value=fixed, rule="ppl_cap")
+        if len(spec.values) == 1:
+            return SelectionPlan("only candidate", target, value=spec.values[0], rule="ppl_cap")
+        return SelectionPlan("validation", target, values=tuple(spec.values), rule="ppl_cap")
     who = chooser(config, target)
     fixed = preset(config, system, target)
     if fixed is None:
@@ -265,8 +319,18 @@ def sweeps(config: Mapping, system: str, target: str) -> bool:
     return plan.how == "validation" and plan.chooser == target
 
 
-def validation_settings(plan: SelectionPlan, ft_seed: int) -> list[str]:
+def validation_settings(plan: SelectionPlan, ft_seed: int | None, system: System | None = None) -> list[str]:
+    if plan.rule == "ppl_cap":
+        return [value_setting(system, v) for v in plan.values]
     return [f"ft{ft_seed}-step{s}" for s in plan.values]
+
+
+def cap_references(config: Mapping, target: str) -> list[tuple[str, str]]:
+    """(system, setting) whose validation PPL sets ``target``'s PPL cap: its UniDetox systems at their chosen
+    step (UniDetox §3.4), or the released target when UniDetox is off."""
+    seed = config["finetune"]["seeds"][0]
+    refs = [(s.name, f"ft{seed}") for s in baseline_systems(config) if s.kind == "unidetox"]
+    return refs or [(ORIGINAL, "base")]
 
 
 def selection_path(target: str, system: str, setting: str) -> str:
@@ -279,7 +343,13 @@ def validation_files(config: Mapping, target: str, system: str, setting: str) ->
     plan = selection_plan(config, target, system)
     seed, _ = parse_setting(setting)
     if plan.how != "validation":
-        return {"toxigen": [], "perplexity": []}
-    runs = [f"results/eval/val/{plan.chooser}/{system}/{s}/seed{e}" for s in validation_settings(plan, seed)
-            for e in config["selection"]["seeds"]]
-    return {"toxigen": [f"{r}/toxigen.json" for r in runs], "perplexity": [f"{r}/perplexity.json" for r in runs]}
+        return {"toxigen": [], "perplexity": [], "cap": []}
+    seeds = config["selection"]["seeds"]
+    runs = [f"results/eval/val/{plan.chooser}/{system}/{s}/seed{e}"
+            for s in validation_settings(plan, seed, get_system(config, system)) for e in seeds]
+    cap = []
+    if plan.rule == "ppl_cap":
+        cap = [f"results/eval/val/{target}/{ref}/{ref_setting}/seed{e}/perplexity.json"
+               for ref, ref_setting in cap_references(config, target) for e in seeds]
+    return {"toxigen": [f"{r}/toxigen.json" for r in runs], "perplexity": [f"{r}/perplexity.json" for r in runs],
+            "cap": cap}

@@ -1,5 +1,5 @@
-"""Every metric per run (target, system, fine-tuning seed, evaluation seed) with the step count evaluated, then
-mean ± std over seeds (SPEC §5)."""
+"""Every metric per run (target, system, fine-tuning seed, evaluation seed) with the value it was evaluated at
+(the chosen step count, β or λ), then mean ± std over seeds (SPEC §5)."""
 
 from hspd.io import read_json, write_table
 from hspd.jobs import rule_job
@@ -10,7 +10,7 @@ from hspd.systems import selection_path
 with rule_job(snakemake) as log:
     p, i = snakemake.params, snakemake.input
     chosen = {path: read_selection(path)["value"] for path in i.selections}
-    models = [{**m, "step": chosen.get(selection_path(m["target"], m["system"], m["ft"]))} for m in p.models]
+    models = [{**m, "chosen": chosen.get(selection_path(m["target"], m["system"], m["ft"]))} for m in p.models]
     runs, summary = aggregate_runs(models, p.seeds, toxigen=[read_json(f) for f in i.toxigen],
                                    perplexity=[read_json(f) for f in i.perplexity],
                                    diversity=[read_json(f) for f in i.diversity], mmlu=[read_json(f) for f in i.mmlu])

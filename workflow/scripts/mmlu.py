@@ -3,16 +3,16 @@
 from hspd.evaluate import run_mmlu
 from hspd.io import write_json
 from hspd.jobs import rule_job
-from hspd.models import load_causal_lm, load_tokenizer
-from hspd.selection import checkpoint_spec
+from hspd.treatments import load_treated
 
 with rule_job(snakemake) as log:
     p, wc = snakemake.params, snakemake.wildcards
     name = f"{wc.target}/{wc.system}/{wc.setting}"
-    spec = checkpoint_spec(p.model, snakemake.input.selection)  # the chosen step of a fine-tuned system
-    tokenizer = load_tokenizer(spec, name)
-    model = load_causal_lm(spec, name)
-    result = run_mmlu(model, tokenizer, task_spec=dict(p.task), num_fewshot=p.num_fewshot, batch_size=p.batch_size,
-                      limit=p.limit)
+    # A two-model system is scored on its combined distribution; a pre-prompt goes in front of every question.
+    system = load_treated(p.model, p.treatment, name=name, selection=snakemake.input.selection,
+                          toxic=snakemake.input.toxic)
+    result = run_mmlu(system.model, system.tokenizer, task_spec=dict(p.task), num_fewshot=p.num_fewshot,
+                      batch_size=p.batch_size, limit=p.limit, combine=system.combine,
+                      system_instruction=system.prefix.rstrip("\n") or None)
     log.info("%s: %s", name, result)
     write_json(result, snakemake.output[0])

@@ -9,22 +9,27 @@ from hspd.evaluate import toxigen_generate
 from hspd.io import read_table, write_json, write_table
 from hspd.jobs import rule_job
 from hspd.metrics import continuations_by_prompt, diversity_metrics
-from hspd.models import load_causal_lm, load_tokenizer
 from hspd.scoring import ToxicityScorer, score_toxigen
-from hspd.selection import checkpoint_spec
+from hspd.treatments import load_treated, model_prompts
 
 with rule_job(snakemake) as log:
     p, wc, out = snakemake.params, snakemake.wildcards, snakemake.output
     prompts = read_table(snakemake.input.prompts, ["id", "text", "category", "distribution"], what="ToxiGen prompts")
     name = f"{wc.target}/{wc.system}/{wc.setting}"
-    spec = checkpoint_spec(p.model, snakemake.input.selection)  # the chosen step of a fine-tuned system
-    tokenizer = load_tokenizer(spec, name)
-    model = load_causal_lm(spec, name)
+    # The system: a chosen checkpoint, edited weights, a second model to decode with, or a pre-prompt.
+    system = load_treated(p.model, p.treatment, name=name, selection=snakemake.input.selection,
+                          toxic=snakemake.input.toxic)
+    decoder = None
+    if system.decoder is not None:
+        decoder = system.decoder(max_new_tokens=p.max_new_tokens, top_p=p.top_p, top_k=p.top_k)
+    # A pre-prompt is part of the model's input only: continuations, scores and PPL see the ToxiGen prompt alone.
+    seen = model_prompts(prompts, system.prefix)
     log.info("%s: %d prompts × %d samples, seed %s", name, len(prompts), p.n_samples, wc.seed)
-    toxigen_generate(model, tokenizer, prompts, n_samples=p.n_samples, max_new_tokens=p.max_new_tokens, top_p=p.top_p,
-                     temperature=p.temperature, top_k=p.top_k, seed=int(wc.seed), batch_prompts=p.batch_prompts,
-                     output_path=out.generations, progress=True)
-    del model
+    toxigen_generate(system.model, system.tokenizer, seen, n_samples=p.n_samples,
+                     max_new_tokens=p.max_new_tokens, top_p=p.top_p, temperature=p.temperature, top_k=p.top_k,
+                     seed=int(wc.seed), batch_prompts=p.batch_prompts, decoder=decoder, output_path=out.generations,
+                     progress=True)
+    del system, decoder
     gc.collect()
     try:
         gens = read_table(out.generations, ["id", "sample", "continuation"], what="generations")

@@ -1,0 +1,128 @@
+"""Applying a system's treatment when the evaluation loads it (SPEC §6): the same evaluation code then serves
+every system.
+
+- ``original`` and fine-tuned systems: a model (the chosen checkpoint of a fine-tuning run);
+- ``task-arithmetic``: the target's weights edited in memory, ``θ − λ(θ_toxic − θ)`` (no copy per λ on disk);
+- ``dexperts``: the target and its toxic version decoded in lockstep (``hspd.decoding``) and, for lm-eval, scored
+  together (``combine``);
+- ``preprompt``: a text put in front of every prompt (never part of the scored continuation nor of the PPL).
+
+The rule passes a *treatment* (``kind``, ``value`` or the swept ``param``, ``prefix``); a swept value comes from
+the setting (``beta0.5``, a validation run) or from the selection record (a test run).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from hspd.errors import ConfigError
+
+log = logging.getLogger("hspd")
+
+
+@dataclass
+class Loaded:
+    """What an evaluation runs: the model and tokenizer, and for a two-model system its ``decoder`` factory
+    (``max_new_tokens, top_p, top_k → DualModelDecoder``) and lm-eval ``combine``; a pre-prompt's ``prefix``."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    value: float | None = None
+    prefix: str = ""
+    decoder: Callable[..., Any] | None = None
+    combine: Callable[[Any], Any] | None = None
+
+
+def treatment_value(treatment: Mapping, selection: Sequence[str]) -> float | None:
+    """The swept value of a treatment: given in it (a validation setting), or chosen (the selection record)."""
+    if treatment.get("value") is not None:
+        return float(treatment["value"])
+    if treatment.get("param"):
+        from hspd.selection import read_selection
+
+        if len(selection) != 1:
+            raise ConfigError(f"{treatment['kind']}: a test run needs its selection record, got {list(selection)}")
+        return float(read_selection(selection[0])["value"])
+    return None
+
+
+def load_treated(model_spec: Mapping, treatment: Mapping, *, name: str, selection: Sequence[str] = (),
+                 toxic: Sequence[str] = ()) -> Loaded:
+    """Load the model of a system and apply its treatment.
+
+    Args:
+        model_spec: the target's source spec, or a fine-tuning run's directory (``{"path": ...}``) whose chosen
+            step ``selection`` names.
+        treatment: ``{"kind", "param", "value", "prefix"}`` from the rule.
+        toxic: the toxic target's directory (DExperts, Task Arithmetic).
+    """
+    import functools
+
+    from hspd.models import load_causal_lm, load_tokenizer
+    from hspd.selection import checkpoint_spec
+
+    kind = treatment["kind"]
+    value = treatment_value(treatment, selection)
+    if kind in ("hspd", "raw", "unidetox", "gpt2-samples"):
+        spec = checkpoint_spec(model_spec, selection)
+        return Loaded(load_causal_lm(spec, name), load_tokenizer(spec, name), name)
+    tokenizer = load_tokenizer(model_spec, name)
+    model = load_causal_lm(model_spec, name)
+    if kind in ("original", "preprompt"):
+        return Loaded(model, tokenizer, name, prefix=treatment.get("prefix") or "")
+    if len(toxic) != 1:
+        raise ConfigError(f"{name}: {kind} needs the toxic target, got {list(toxic)}")
+    toxic_spec = {"path": toxic[0]}
+    if kind == "task-arithmetic":
+        from hspd.baselines import task_arithmetic
+
+        toxic_model = load_causal_lm(toxic_spec, f"toxic {name}")
+        model.load_state_dict(task_arithmetic(model.state_dict(), toxic_model.state_dict(), lam=value))
+        del toxic_model
+        log.info("%s: task arithmetic at λ = %s", name, value)
+        return Loaded(model, tokenizer, name, value=value)
+    if kind == "dexperts":
+        from hspd.baselines import dexperts_logits, sequence_scores
+
+        anti = load_causal_lm(toxic_spec, f"toxic {name}")
+        from hspd.models import check_same_tokenizer
+
+        check_same_tokenizer(tokenizer, load_tokenizer(toxic_spec, f"toxic {name}"), name, f"toxic {name}")
+        score = functools.partial(dexperts_logits, beta=value, vocab_size=len(tokenizer))
+        log.info("%s: DExperts at β = %s", name, value)
+        return Loaded(model, tokenizer, name, value=value,
+                      decoder=functools.partial(dexperts_decoder, model, anti, tokenizer, value),
+                      combine=sequence_scores(score, model, anti))
+    raise ConfigError(f"{name}: unknown treatment {kind!r}")
+
+
+def model_prompts(prompts, prefix: str):
+    """The prompts as the model sees them: a pre-prompt in front of each text (ids and every other column kept).
+    The continuation, its toxicity and its PPL are still those of the ToxiGen prompt alone."""
+    return prompts.assign(text=prefix + prompts["text"]) if prefix else prompts
+
+
+class DExpertsCombiner:
+    """The decoder's combiner for DExperts (the interface of ``hspd.socd.Combiner``)."""
+
+    kind = "dexperts"
+    needs_toxic = True
+
+    def __init__(self, beta: float, vocab_size: int):
+        self.beta, self.vocab_size = float(beta), int(vocab_size)
+
+    def __call__(self, logits, anti_logits=None, *, give_base: bool = False):
+        from hspd.baselines import dexperts_logits
+
+        return dexperts_logits(logits, anti_logits, beta=self.beta, vocab_size=self.vocab_size)[:, : self.vocab_size], {}
+
+
+def dexperts_decoder(model, anti, tokenizer, beta: float, *, max_new_tokens: int, top_p: float, top_k: int | None):
+    """The engine for DExperts' ToxiGen samples: nucleus (and top-k) filtering on the combined distribution."""
+    from hspd.decoding import DualModelDecoder, SamplingConfig
+
+    return DualModelDecoder(model, anti, tokenizer, DExpertsCombiner(beta, len(tokenizer)),
+                            max_new_tokens=max_new_tokens, sampling=SamplingConfig(top_k=top_k, top_p=top_p))
