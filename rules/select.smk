@@ -6,9 +6,7 @@
 
 rule select_value:
     input:
-        toxigen=lambda wc: S.validation_files(config, wc.target, wc.system, wc.setting)["toxigen"],
-        perplexity=lambda wc: S.validation_files(config, wc.target, wc.system, wc.setting)["perplexity"],
-        cap=lambda wc: S.validation_files(config, wc.target, wc.system, wc.setting)["cap"],
+        unpack(lambda wc: S.validation_files(config, wc.target, wc.system, wc.setting)),  # toxigen, perplexity, cap
         lib=lib("selection", "systems"),
     output:
         "results/selection/{target}/{system}/{setting}.json",

@@ -495,16 +495,9 @@ def test_run_mmlu_bad_input(gpt2, tmp_path):
 # --- two-model systems (DExperts, DetoxiGen): the engine's sampling, lm-eval on combined scores -------------
 
 def dual_decoder(target, anti, tok, beta, top_p=0.9):
-    from hspd.baselines import dexperts_logits
-    from hspd.decoding import DualModelDecoder, SamplingConfig
+    from hspd.treatments import dexperts_decoder
 
-    class DExperts:  # the combiner interface of hspd.socd.Combiner
-        kind, needs_toxic, vocab_size = "dexperts", True, len(tok)
-
-        def __call__(self, a, b=None, give_base=False):
-            return dexperts_logits(a, b, beta=beta, vocab_size=len(tok)), {}
-
-    return DualModelDecoder(target, anti, tok, DExperts(), max_new_tokens=6, sampling=SamplingConfig(top_p=top_p))
+    return dexperts_decoder(target, anti, tok, beta, max_new_tokens=6, top_p=top_p, top_k=None)
 
 
 def test_toxigen_generate_with_a_two_model_system(gpt2, tmp_path):

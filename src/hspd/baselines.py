@@ -110,11 +110,7 @@ def distill_shard(*, base_model, toxic_model, tokenizer, alpha: float | None, n_
         toxic_model: the toxic model (ignored for plain samples); ``toxic_tokenizer``, if given, must equal
             ``tokenizer``.
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    from hspd.decoding import DualModelDecoder, Row, batches_with_oom_backoff, row_seed
-    from hspd.io import ResumableJsonl
+    from hspd.decoding import DualModelDecoder, Row, decode_units, row_seed
 
     indices = shard_indices(n_texts, shard, n_shards)
     if batch_texts < 1:
@@ -128,26 +124,15 @@ def distill_shard(*, base_model, toxic_model, tokenizer, alpha: float | None, n_
     log.info("distil %s: %d of %d texts (shard %d/%d), ≤ %d tokens each from EOS (%d)", source, len(indices),
              n_texts, shard, n_shards, max_new_tokens, bos)
 
-    out = ResumableJsonl(output_path, key="index").open()
-    try:
-        todo = [i for i in indices if i not in out.done]
-        bar = tqdm(total=len(indices), initial=len(indices) - len(todo), disable=not progress, desc=f"distil {source}",
-                   unit="text")
+    def run(batch):
+        return decoder.generate([[int(bos)]], [Row(0, 1.0, row_seed(seed, i, 0)) for i in batch])
 
-        def run(batch):
-            return decoder.generate([[int(bos)]], [Row(0, 1.0, row_seed(seed, i, 0)) for i in batch])
+    def records(batch, outputs):
+        return ([{"id": f"{source}-{i}", "index": i, "text": row.text, "n_tokens": row.n_tokens,
+                  "finish": row.finish}] for i, row in zip(batch, outputs))
 
-        for batch, outputs in batches_with_oom_backoff(todo, batch_texts, run):
-            for i, row in zip(batch, outputs):
-                out.write_unit([{"id": f"{source}-{i}", "index": i, "text": row.text, "n_tokens": row.n_tokens,
-                                 "finish": row.finish}])
-                bar.update(1)
-        bar.close()
-        return out.finalize()
-    finally:
-        out.close()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    return decode_units(indices, output_path=output_path, key="index", unit_key=lambda i: i, batch_size=batch_texts,
+                        generate=run, records=records, desc=f"distil {source}", progress=progress)
 
 
 def merge_distilled(shards, *, n_texts: int, source: str):
@@ -218,6 +203,19 @@ def dexperts_logits(logits, anti_logits, *, beta: float, vocab_size: int | None 
 
     score, _ = _contrast("DExperts", "beta", beta, logits, anti_logits, "anti-expert", vocab_size)
     return _pad_width(score, logits.shape[1])
+
+
+class DExpertsCombiner:
+    """The decoder's combiner for DExperts (the interface of ``hspd.socd.Combiner``)."""
+
+    kind = "dexperts"
+    needs_toxic = True
+
+    def __init__(self, beta: float, vocab_size: int):
+        self.beta, self.vocab_size = float(beta), int(vocab_size)
+
+    def __call__(self, logits, anti_logits=None, *, give_base: bool = False):
+        return dexperts_logits(logits, anti_logits, beta=self.beta, vocab_size=self.vocab_size)[:, : self.vocab_size], {}
 
 
 def top_p_mask(log_probs, top_p: float):

@@ -691,3 +691,41 @@ def batches_with_oom_backoff(items: Sequence, batch_size: int, fn: Callable[[Seq
             continue
         yield chunk, result
         start += len(chunk)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Decoding units into a resumable file
+# --------------------------------------------------------------------------------------------------------------
+
+
+def decode_units(units: Sequence, *, output_path, key: str, unit_key: Callable[[Any], Any], batch_size: int,
+                 generate: Callable[[Sequence], Any], records: Callable[[Sequence, Any], Iterable[list]],
+                 desc: str, progress: bool = True):
+    """Decode every unit (a text to rewrite, a sample to distil) not yet in ``output_path`` and write it there.
+
+    Units already in ``<output_path>.partial`` (by ``key``; ``unit_key(unit)`` is a unit's value) are skipped;
+    the rest go through ``generate`` in batches of ``batch_size`` (halved on GPU OOM), and ``records(batch,
+    outputs)`` gives each unit's records in batch order, each list written whole. Returns the finished path.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from hspd.io import ResumableJsonl
+
+    out = ResumableJsonl(output_path, key=key).open()
+    try:
+        todo = [u for u in units if unit_key(u) not in out.done]
+        if len(todo) < len(units):
+            log.info("resuming: %d of %d units already done", len(units) - len(todo), len(units))
+        bar = tqdm(total=len(units), initial=len(units) - len(todo), disable=not progress, desc=desc, unit="text")
+        for batch, outputs in batches_with_oom_backoff(todo, batch_size, generate):
+            for unit_records in records(batch, outputs):
+                out.write_unit(unit_records)
+                bar.update(1)
+        bar.close()
+        return out.finalize()
+    finally:
+        out.close()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+

@@ -188,16 +188,19 @@ def sample_continuations(model, tokenizer, prompt_ids: Sequence[Sequence[int]], 
         out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
                              logits_processor=LogitsProcessorList([sampler]))
     new = out[:, input_ids.shape[1]:].tolist()
+    cut = [row[: next((j for j, t in enumerate(row) if t in eos_ids), len(row))] for row in new]
+    return _continuations(tokenizer, prompt_ids, cut, n_samples)
 
+
+def _continuations(tokenizer, prompt_ids, new_ids, n_samples: int) -> list[list[tuple[str, int]]]:
+    """Per prompt, its ``n_samples`` (continuation text, token count) from the new ids of each row (EOS cut off),
+    rows grouped by prompt."""
     results = []
     for g, prompt in enumerate(prompt_ids):
         prompt = list(prompt)
         prompt_text = tokenizer.decode(prompt, skip_special_tokens=True)
-        samples = []
-        for row in new[g * n_samples:(g + 1) * n_samples]:
-            stop = next((j for j, t in enumerate(row) if t in eos_ids), len(row))
-            samples.append((_continuation_text(tokenizer, prompt, prompt_text, row[:stop]), stop))
-        results.append(samples)
+        results.append([(_continuation_text(tokenizer, prompt, prompt_text, row), len(row))
+                        for row in new_ids[g * n_samples:(g + 1) * n_samples]])
     return results
 
 
@@ -215,16 +218,8 @@ def sample_continuations_dual(decoder, tokenizer, prompt_ids: Sequence[Sequence[
 
     rows = [Row(g, temperature, row_seed(seed, key, s)) for g, key in enumerate(prompt_keys) for s in range(n_samples)]
     outputs = decoder.generate([list(p) for p in prompt_ids], rows)
-    results = []
-    for g, prompt in enumerate(prompt_ids):
-        prompt = list(prompt)
-        prompt_text = tokenizer.decode(prompt, skip_special_tokens=True)
-        samples = []
-        for out in outputs[g * n_samples:(g + 1) * n_samples]:
-            new = out.token_ids[:-1] if out.finish == "eos" else out.token_ids
-            samples.append((_continuation_text(tokenizer, prompt, prompt_text, new), len(new)))
-        results.append(samples)
-    return results
+    cut = [o.token_ids[:-1] if o.finish == "eos" else o.token_ids for o in outputs]
+    return _continuations(tokenizer, prompt_ids, cut, n_samples)
 
 
 def _continuation_text(tokenizer, prompt_ids: list[int], prompt_text: str, new_ids: list[int]) -> str:

@@ -147,11 +147,7 @@ def rewrite_shard(texts, *, base_model, toxic_model, tokenizer, method: str, var
     Returns:
         ``output_path``.
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    from hspd.decoding import DualModelDecoder, Row, batches_with_oom_backoff, row_seed, sampling_config
-    from hspd.io import ResumableJsonl
+    from hspd.decoding import DualModelDecoder, Row, decode_units, row_seed, sampling_config
     from hspd.socd import make_combiner
 
     # Everything that can be wrong with the inputs fails here, before a model runs.
@@ -166,32 +162,18 @@ def rewrite_shard(texts, *, base_model, toxic_model, tokenizer, method: str, var
     log.info("rewrite %s (%s): %d texts × %d candidates, sampling %s, eos %s", method, variant, len(texts),
              len(plan), decoder.sampling, decoder.eos)
 
-    out = ResumableJsonl(output_path, key="id").open()
-    try:
-        todo = [(text_id, text) for text_id, text in zip(texts["id"].tolist(), texts["text"].tolist())
-                if text_id not in out.done]
-        if len(todo) < len(texts):
-            log.info("resuming: %d of %d texts already done", len(texts) - len(todo), len(texts))
-        bar = tqdm(total=len(texts), initial=len(texts) - len(todo), disable=not progress, desc=f"rewrite {method}",
-                   unit="text")
+    def run(batch):
+        prompts = [tokenizer(build_prompt(tokenizer, text), add_special_tokens=False)["input_ids"] for _, text in batch]
+        rows = [Row(i, temp, row_seed(seed, text_id, cand)) for i, (text_id, _) in enumerate(batch) for cand, temp in plan]
+        return decoder.generate(prompts, rows)
 
-        def run(batch):
-            prompts = [tokenizer(build_prompt(tokenizer, text), add_special_tokens=False)["input_ids"]
-                       for _, text in batch]
-            rows = [Row(i, temp, row_seed(seed, text_id, cand))
-                    for i, (text_id, _) in enumerate(batch) for cand, temp in plan]
-            return decoder.generate(prompts, rows)
+    def records(batch, outputs):
+        n = len(plan)
+        return (_records(text_id, plan, outputs[i * n:(i + 1) * n]) for i, (text_id, _) in enumerate(batch))
 
-        for batch, outputs in batches_with_oom_backoff(todo, batch_texts, run):
-            for i, (text_id, _) in enumerate(batch):
-                out.write_unit(_records(text_id, plan, outputs[i * len(plan):(i + 1) * len(plan)]))
-                bar.update(1)
-        bar.close()
-        return out.finalize()
-    finally:
-        out.close()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    units = list(zip(texts["id"].tolist(), texts["text"].tolist()))
+    return decode_units(units, output_path=output_path, key="id", unit_key=lambda u: u[0], batch_size=batch_texts,
+                        generate=run, records=records, desc=f"rewrite {method}", progress=progress)
 
 
 def _records(text_id, plan, outputs) -> list[dict[str, Any]]:

@@ -122,10 +122,15 @@ def chosen_step(path: str | os.PathLike) -> int:
     return value
 
 
+def _files(selection) -> list:
+    """A rule's selection input (one path, a list, or nothing) as a list."""
+    return [selection] if isinstance(selection, (str, os.PathLike)) else list(selection or [])
+
+
 def checkpoint_spec(model: Mapping[str, Any], selection: Sequence[str] | str | None) -> dict:
     """The model an evaluation loads: ``model`` itself, or with a selection file, its ``step<N>`` checkpoint
     (``model`` is then a fine-tuning run's directory)."""
-    files = [selection] if isinstance(selection, (str, os.PathLike)) else list(selection or [])
+    files = _files(selection)
     if not files:
         return dict(model)
     if len(files) != 1 or "path" not in model:
@@ -138,7 +143,7 @@ def checkpoint_spec(model: Mapping[str, Any], selection: Sequence[str] | str | N
 
 def training_steps(save_steps: Sequence[int], selection: Sequence[str] | str | None) -> list[int]:
     """The steps a fine-tuning run saves: every candidate (a sweep), or only the chosen one."""
-    files = [selection] if isinstance(selection, (str, os.PathLike)) else list(selection or [])
+    files = _files(selection)
     if not files:
         return sorted({int(s) for s in save_steps})
     return [chosen_step(files[0])]

@@ -61,7 +61,7 @@ def load_treated(model_spec: Mapping, treatment: Mapping, *, name: str, selectio
     """
     import functools
 
-    from hspd.models import load_causal_lm, load_tokenizer
+    from hspd.models import check_same_tokenizer, load_causal_lm, load_tokenizer
     from hspd.selection import checkpoint_spec
 
     kind = treatment["kind"]
@@ -88,8 +88,6 @@ def load_treated(model_spec: Mapping, treatment: Mapping, *, name: str, selectio
         from hspd.baselines import dexperts_logits, sequence_scores
 
         anti = load_causal_lm(toxic_spec, f"toxic {name}")
-        from hspd.models import check_same_tokenizer
-
         check_same_tokenizer(tokenizer, load_tokenizer(toxic_spec, f"toxic {name}"), name, f"toxic {name}")
         score = functools.partial(dexperts_logits, beta=value, vocab_size=len(tokenizer))
         log.info("%s: DExperts at β = %s", name, value)
@@ -105,23 +103,9 @@ def model_prompts(prompts, prefix: str):
     return prompts.assign(text=prefix + prompts["text"]) if prefix else prompts
 
 
-class DExpertsCombiner:
-    """The decoder's combiner for DExperts (the interface of ``hspd.socd.Combiner``)."""
-
-    kind = "dexperts"
-    needs_toxic = True
-
-    def __init__(self, beta: float, vocab_size: int):
-        self.beta, self.vocab_size = float(beta), int(vocab_size)
-
-    def __call__(self, logits, anti_logits=None, *, give_base: bool = False):
-        from hspd.baselines import dexperts_logits
-
-        return dexperts_logits(logits, anti_logits, beta=self.beta, vocab_size=self.vocab_size)[:, : self.vocab_size], {}
-
-
 def dexperts_decoder(model, anti, tokenizer, beta: float, *, max_new_tokens: int, top_p: float, top_k: int | None):
     """The engine for DExperts' ToxiGen samples: nucleus (and top-k) filtering on the combined distribution."""
+    from hspd.baselines import DExpertsCombiner
     from hspd.decoding import DualModelDecoder, SamplingConfig
 
     return DualModelDecoder(model, anti, tokenizer, DExpertsCombiner(beta, len(tokenizer)),
