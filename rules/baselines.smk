@@ -75,3 +75,29 @@ rule distilled_corpus:
         ENV_DATA
     script:
         "../workflow/scripts/distilled_corpus.py"
+
+
+# What LM-Steer and DetoxiGen learn per target, every weight of the target frozen: a steering matrix on its output
+# embeddings, a soft prompt that turns it into the detoxifier. Both on the toxic (DGHS ID) texts.
+rule train_treatment:
+    input:
+        corpus="results/data/dghs_id.jsonl",
+        init=lambda wc: model_files(wc.model),
+        lib=lib("baselines", "train", "models"),
+    output:
+        directory("results/models/{part}/{model}"),
+    params:
+        init=lambda wc: config["models"][wc.model],
+        recipe=lambda wc: TREATMENT_RECIPES[wc.part],
+        offline=config["offline"],
+    log:
+        "logs/train_treatment/{part}/{model}.log",
+    benchmark:
+        "results/benchmarks/train_treatment/{part}/{model}.tsv"
+    threads: threads_of("train_treatment")
+    resources:
+        **resources_of("train_treatment"),
+    conda:
+        ENV_TORCH
+    script:
+        "../workflow/scripts/train_treatment.py"

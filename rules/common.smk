@@ -18,6 +18,7 @@ wildcard_constraints:
     source=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     model=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     recipe=r"unidetox|target",
+    part=r"lm_steer|detoxigen",
     shard=r"\d+",
     seed=r"\d+",
     name=r"[A-Za-z0-9][A-Za-z0-9._-]*",
@@ -166,19 +167,20 @@ def treatment(wc):
     """What the evaluation applies to the loaded model (hspd.treatments)."""
     system = system_of(wc)
     value = S.setting_value(wc.setting)
+    options = {"top_p": config["systems"]["detoxigen"]["top_p"]} if system.kind == "detoxigen" else {}
     return {"kind": system.kind, "param": system.param or None, "value": value[1] if value else None,
-            "prefix": system.prefix}
+            "prefix": system.prefix, "options": options}
 
 
-def toxic_target_dir(model):
-    return f"results/models/toxic_lm/target/{model}"
+def trained_dir(part, model):
+    """What a treatment trains per target model: `toxic_lm/target` (DExperts' anti-expert, Task Arithmetic's
+    θ_toxic), `lm_steer` (the steering matrix) or `detoxigen` (the soft prompt)."""
+    return f"results/models/{part}/{model}"
 
 
-def toxic_target_files(wc):
-    """DExperts' anti-expert and Task Arithmetic's θ_toxic: the target fine-tuned on the ID texts."""
-    if not system_of(wc).needs_toxic_target:
-        return []
-    return [toxic_target_dir(config["targets"][wc.target]["model"])]
+def trained_files(wc):
+    part = system_of(wc).trained_part
+    return [] if part is None else [trained_dir(part, config["targets"][wc.target]["model"])]
 
 
 def mmlu_task_files(wc):
@@ -235,6 +237,16 @@ TOXIC_RECIPES = {
 }
 
 
+# LM-Steer's and DetoxiGen's training settings (the sweep grids and decoding options are not part of them: changing
+# a grid retrains nothing).
+TREATMENT_RECIPES = {
+    "lm_steer": {k: config["systems"]["lm_steer"][k] for k in ("epsilon", "lr", "batch_size", "epochs", "max_length",
+                                                               "seed")},
+    "detoxigen": {k: config["systems"]["detoxigen"][k] for k in ("n_virtual", "lr", "batch_size", "epochs",
+                                                                 "max_length", "seed")},
+}
+
+
 MAIN = config["experiment"].get("main")
 ABLATION = config["experiment"].get("ablation")
 
@@ -248,6 +260,6 @@ def table_params():
     return {
         "table1": S.table_rows(config, MAIN),
         "table3": S.table_rows(config, MAIN, others or [first], kinds=("original", "hspd")),
-        "unidetox": S.table_rows(config, MAIN, kinds=("original", "gpt2-samples", "dexperts", "task-arithmetic",
-                                                       "preprompt", "unidetox")),
+        "unidetox": S.table_rows(config, MAIN, kinds=("original", "gpt2-samples", "dexperts", "lm-steer",
+                                                       "detoxigen", "task-arithmetic", "preprompt", "unidetox")),
     }

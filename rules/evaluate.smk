@@ -14,7 +14,7 @@ rule toxigen_eval:
         prompts=PROMPTS,
         model=eval_model_files,
         selection=eval_selection,
-        toxic=toxic_target_files,
+        trained=trained_files,
         scorer=scorer_files(),
         lib=lib("evaluate", "models", "selection", "scoring", "metrics", "treatments", "baselines", "decoding"),
     output:
@@ -80,7 +80,7 @@ rule mmlu:
     input:
         model=eval_model_files,
         selection=eval_selection,
-        toxic=toxic_target_files,
+        trained=trained_files,
         task=mmlu_task_files,
         lib=lib("evaluate", "models", "selection", "treatments", "baselines"),
     output:

@@ -136,18 +136,20 @@ def test_evaluated_systems_share_jobs(paper):
     evaluated = S.evaluated(paper)
     # HSPD: ablation 1 target × 3 bases × 7 methods, main 4 × 1 × 7, of which gpt2-xl × 3B overlaps; each main or
     # ablation target also gets the original, the raw control, UniDetox at two learning rates and GPT-2 samples.
-    # … and DExperts, Task Arithmetic and two pre-prompts.
-    assert len(evaluated) == (21 + 28 - 7) + 4 * 5 + 4 * 4
+    # … and DExperts, Task Arithmetic, LM-Steer, DetoxiGen and two pre-prompts.
+    assert len(evaluated) == (21 + 28 - 7) + 4 * 5 + 4 * 6
     assert len(set(evaluated)) == len(evaluated)
     assert S.Evaluated("gpt2-xl", "original", "base") in evaluated
     assert S.Evaluated("falcon-7b", "ft-socd-emd_qwen2.5-3b", "ft0") in evaluated
     assert S.Evaluated("opt-6.7b", "ft-unidetox-a0.1-lr5e-5", "ft0") in evaluated
     assert S.Evaluated("opt-6.7b", "dexperts", "base") in evaluated
+    assert S.Evaluated("llama2-7b", "lm-steer", "base") in evaluated
+    assert S.Evaluated("falcon-7b", "detoxigen", "base") in evaluated
     assert S.target_systems(paper, "llama2-7b")[:5] == ["original", "ft-raw", "ft-unidetox-a0.1-lr5e-5",
                                                          "ft-unidetox-a0.1-lr1e-5", "ft-gpt2-samples"]
 
 
-def test_system_names_round_trip():
+def test_system_names_round_trip(paper):
     from hspd import systems as S
 
     assert S.hspd_system("socd-emd_l2", "qwen2.5-3b") == "ft-socd-emd_l2_qwen2.5-3b"
@@ -158,6 +160,11 @@ def test_system_names_round_trip():
     assert S.parse_setting("ft3-step120") == (3, 120) and S.parse_setting("ft0") == (0, None)
     assert S.parse_setting("base") == (None, None)
     assert S.parse_setting("beta0.5") == (None, None) and S.setting_value("lam0.04") == ("lam", 0.04)
+    # LM-Steer detoxifies with negative steer values; DetoxiGen's α.
+    assert S.setting_value("eps-1.1") == ("eps", -1.1) and S.setting_value("alpha3") == ("alpha", 3.0)
+    steer = S.get_system(paper, "lm-steer")
+    assert S.value_setting(steer, -0.3) == "eps-0.3" and steer.trained_part == "lm_steer"
+    assert S.setting_value("beta1-2") is None and S.setting_value("eps--1") is None
     assert S.setting_value("ft0") is None
     with pytest.raises(ConfigError, match="setting 'step40' is not"):
         S.parse_setting("step40")

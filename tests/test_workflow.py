@@ -58,17 +58,18 @@ def test_paper_dag_plans_offline():
     assert counts["rank_candidates"] == 3 * 7
     # 42 HSPD systems (21 ablation + 28 main − 7 shared) + 4 targets × (raw, UniDetox × 2 lr, GPT-2 samples).
     assert counts["finetune"] == 42 + 4 * 4
-    # … and per target DExperts, Task Arithmetic and the two pre-prompts, evaluated on the released weights.
-    n_test = 42 + 4 * 4 + 4 + 4 * 4
+    # … and per target DExperts, Task Arithmetic, LM-Steer, DetoxiGen and the two pre-prompts, on the released weights.
+    n_test = 42 + 4 * 4 + 4 + 4 * 6
     assert counts["mmlu"] == n_test
-    # Step sweeps on GPT2-XL only (22 systems × 3 HSPD steps + 3 × 10 UniDetox steps); β and λ per target (20 each);
-    # each target's two UniDetox settings on validation (their PPL caps the β / λ sweeps); one validation seed.
-    n_val = 22 * 3 + 3 * 10 + 4 * (20 + 20) + 4 * 2
+    # Step sweeps on GPT2-XL only (22 systems × 3 HSPD steps + 3 × 10 UniDetox steps); β, λ, ε (20 each) and α (6)
+    # per target; each target's two UniDetox settings on validation (their PPL caps the sweeps); one validation seed.
+    n_val = 22 * 3 + 3 * 10 + 4 * (20 + 20 + 20 + 6) + 4 * 2
     assert counts["toxigen_eval"] == counts["perplexity"] == n_test * 5 + n_val
     assert "toxigen_score" not in counts and "diversity" not in counts  # one job per (model, seed) samples and scores
-    assert counts["select_value"] == 42 + 4 * 4 + 4 * 2
+    assert counts["select_value"] == 42 + 4 * 4 + 4 * 4
     assert counts["distill"] == 2 * 4 and counts["distilled_corpus"] == 2
     assert counts["train_toxic_lm"] == 1 + 4  # UniDetox's toxic GPT2-XL, each target's toxic version
+    assert counts["train_treatment"] == 2 * 4  # LM-Steer's matrix and DetoxiGen's soft prompt per target
     assert counts["train_toxic"] == counts["dghs_split"] == counts["aggregate"] == 1
     assert "demo_corpus" not in counts
 
@@ -179,13 +180,17 @@ def test_demo_tables_hold_every_system(demo_run):
     assert "**" in (work / "results/tables/table1.md").read_text()
     uni = pd.read_csv(work / "results/tables/unidetox.csv")
     assert set(uni["System"]) == {"original", "UniDetox (α 0.1, lr 0.002)", "GPT-2 samples", "DExperts (anti-expert)",
-                                  "Task Arithmetic", "pre-prompt (short)", "pre-prompt (long)"}
-    # Steps chosen on demo-gpt2's validation runs and applied to every target; β and λ chosen per target.
+                                  "LM-Steer", "DetoxiGen", "Task Arithmetic", "pre-prompt (short)",
+                                  "pre-prompt (long)"}
+    # Steps chosen on demo-gpt2's validation runs and applied to every target; β, λ, ε, α chosen per target from
+    # the demo's grids.
     runs = pd.read_csv(work / "results/metrics/runs.csv")
     steps = runs[runs["system"].str.startswith("ft-")].groupby("system")["chosen"].nunique()
     assert (steps == 1).all(), steps
-    swept = runs[runs["system"].isin(["dexperts", "task-arithmetic"])]
-    assert swept["chosen"].isin([0.5, 2.0, 0.1]).all() and len(swept) == 2 * 4 * 2, swept
+    grids = {"dexperts": {0.5, 2.0}, "task-arithmetic": {0.1, 0.5}, "lm-steer": {-1.0, -3.0}, "detoxigen": {1.0, 3.0}}
+    swept = runs[runs["system"].isin(list(grids))]
+    assert len(swept) == len(grids) * 4 * 2, swept  # every target, both evaluation seeds
+    assert all(row.chosen in grids[row.system] for row in swept.itertuples()), swept
     for fig in ("validation_sweep.png", "validation_ppl_tp.png"):
         assert (work / "results/figures" / fig).stat().st_size > 1000
 

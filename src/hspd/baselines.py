@@ -338,6 +338,55 @@ def attach_steering(model, steering):
     return head.register_forward_pre_hook(lambda module, args: (steering(args[0]), *args[1:]))
 
 
+STEERING_FILE = "steering.safetensors"
+SOFT_PROMPT_FILE = "soft_prompt.safetensors"
+
+
+def save_tensor(directory, filename: str, tensor, meta: dict) -> Path:
+    """One trained tensor as safetensors (data, never pickled code) with its settings as string metadata."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / filename
+    save_file({"weight": tensor.detach().float().contiguous().cpu()}, str(path),
+              metadata={k: str(v) for k, v in meta.items()})
+    return path
+
+
+def load_tensor(directory, filename: str, what: str):
+    """(tensor, metadata) saved by ``save_tensor``; a clear error naming the file when it is missing or broken."""
+    from safetensors import safe_open
+
+    path = Path(directory) / filename
+    if not path.is_file():
+        raise ModelError(f"{path}: no {what} here (made by the workflow's training rule)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.get_tensor("weight"), dict(f.metadata() or {})
+    except Exception as err:  # safetensors raises its own types for a torn or foreign file
+        raise ModelError(f"{path}: not a readable {what}: {err}") from err
+
+
+def save_steering(steering, directory) -> Path:
+    """LM-Steer's matrix ``W`` and the training strength ``ε₀`` it was learned at."""
+    return save_tensor(directory, STEERING_FILE, steering.weight, {"train_epsilon": steering.epsilon})
+
+
+def load_steering(directory, value: float):
+    """The steering module at strength ``ε = value · ε₀`` (LM-Steer's steer value times its training ε₀, so
+    Table 6's ``−1.1`` is ``ε = −1.1e-3``)."""
+    import torch
+
+    weight, meta = load_tensor(directory, STEERING_FILE, "LM-Steer matrix")
+    if weight.ndim != 2 or weight.shape[0] != weight.shape[1]:
+        raise ModelError(f"{directory}/{STEERING_FILE}: a steering matrix is square, got {tuple(weight.shape)}")
+    steering = steering_module(weight.shape[0], epsilon=value * float(meta.get("train_epsilon", 1.0)))
+    with torch.no_grad():
+        steering.weight.copy_(weight)
+    return steering.eval()
+
+
 def train_steering(model, tokenizer, texts, *, epsilon: float = 1e-3, lr: float = 1e-2, batch_size: int = 32,
                    epochs: int = 3, max_length: int = 256, seed: int = 0, progress=True, log=print):
     """Learn LM-Steer's matrix on the toxic texts with every weight of ``model`` frozen (Adam, the causal-LM
@@ -388,6 +437,19 @@ def train_soft_prompt(model, tokenizer, texts, *, n_virtual: int = 20, lr: float
     return prompt.to(device)
 
 
+def save_soft_prompt(prompt, directory) -> Path:
+    """DetoxiGen's soft prompt, ``[n_virtual, hidden]``."""
+    return save_tensor(directory, SOFT_PROMPT_FILE, prompt, {"n_virtual": prompt.shape[0]})
+
+
+def load_soft_prompt(directory, hidden_size: int):
+    prompt, _ = load_tensor(directory, SOFT_PROMPT_FILE, "DetoxiGen soft prompt")
+    if prompt.ndim != 2 or prompt.shape[1] != hidden_size:
+        raise ModelError(f"{directory}/{SOFT_PROMPT_FILE}: a soft prompt of shape {tuple(prompt.shape)} does not fit "
+                         f"the target's hidden size {hidden_size}")
+    return prompt
+
+
 class SoftPromptedLM:
     """The detoxifier view of a backbone: ``n`` soft tokens in front of every sequence, the same weights.
 
@@ -410,9 +472,11 @@ class SoftPromptedLM:
     def get_output_embeddings(self):
         return self.backbone.get_output_embeddings()
 
-    def __call__(self, *, input_ids, attention_mask, position_ids, past_key_values, **kwargs):
+    def __call__(self, input_ids, *, attention_mask=None, position_ids=None, past_key_values=None, **kwargs):
         import torch
 
+        if past_key_values is None:
+            return self._whole(input_ids, attention_mask, **kwargs)
         b = input_ids.shape[0]
         ones = torch.ones((b, self.n), dtype=attention_mask.dtype, device=attention_mask.device)
         attention_mask = torch.cat([ones, attention_mask], dim=1)
@@ -427,6 +491,23 @@ class SoftPromptedLM:
                                  position_ids=position_ids, past_key_values=past_key_values, **kwargs)
         return self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                              past_key_values=past_key_values, **kwargs)
+
+
+    def _whole(self, input_ids, attention_mask=None, **kwargs):
+        """Whole sequences without a cache (lm-eval's scores): ``[batch, seq]`` ids → logits ``[batch, seq, V]``
+        of the tokens themselves, the prompt's ``n`` positions dropped."""
+        import torch
+
+        b, t = input_ids.shape
+        if attention_mask is None:
+            attention_mask = torch.ones((b, t), dtype=torch.long, device=input_ids.device)
+        ones = torch.ones((b, self.n), dtype=attention_mask.dtype, device=attention_mask.device)
+        embeds = self.backbone.get_input_embeddings()(input_ids)
+        prompt = self.prompt.to(device=embeds.device, dtype=embeds.dtype).unsqueeze(0).expand(b, -1, -1)
+        out = self.backbone(inputs_embeds=torch.cat([prompt, embeds], dim=1),
+                            attention_mask=torch.cat([ones, attention_mask], dim=1), **kwargs)
+        out.logits = out.logits[:, self.n:]
+        return out
 
 
 class DetoxiGenCombiner:

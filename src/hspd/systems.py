@@ -6,13 +6,17 @@ A system's name says what it is:
 - ``ft-<method>_<base>``: HSPD, the target fine-tuned on a rewritten corpus (``ft-socd-emd_qwen2.5-3b``);
 - ``ft-raw``: the raw-text control, fine-tuned with HSPD's settings on the un-rewritten ID texts;
 - ``ft-unidetox-a<α>-lr<lr>``: UniDetox, fine-tuned on text distilled from GPT2-XL and its toxic version;
-- ``ft-gpt2-samples``: UniDetox's ablation, fine-tuned on plain GPT2-XL samples.
+- ``ft-gpt2-samples``: UniDetox's ablation, fine-tuned on plain GPT2-XL samples;
+- ``dexperts``, ``task-arithmetic``, ``lm-steer``, ``detoxigen``: swept systems, the released target treated at
+  one value of β, λ, ε or α (``hspd.treatments``), chosen per target under UniDetox's PPL cap;
+- ``preprompt-short``, ``preprompt-long``: a safety pre-prompt in front of every prompt.
 
 Every ``ft-*`` system has one hyper-parameter, its fine-tuning step count. It is chosen on ToxiGen validation
 by a selection rule (``hspd.selection``), on one target (``selection.target``, GPT2-XL as in UniDetox) and applied
 to every target, or fixed by ``selection.preset``. A *setting* names what one evaluation loads: ``base`` (the
-released target), ``ft<seed>`` (a fine-tuned system at its chosen step) or ``ft<seed>-step<N>`` (one checkpoint
-of a validation sweep).
+released target, or a swept system at its chosen value), ``ft<seed>`` (a fine-tuned system at its chosen step),
+``ft<seed>-step<N>`` (one checkpoint of a validation sweep) or ``beta0.5`` / ``lam0.04`` / ``eps-1.1`` /
+``alpha2`` (one value of a swept system's validation sweep).
 
 This module is imported by the Snakefile: no torch, no transformers.
 """
@@ -27,7 +31,11 @@ from hspd.config import METHOD_RE, ORIGINAL, corpus_name, parse_corpus
 from hspd.errors import ConfigError
 
 FINETUNED_KINDS = ("hspd", "raw", "unidetox", "gpt2-samples")
-SWEPT_KINDS = ("dexperts", "task-arithmetic")
+SWEPT_KINDS = ("dexperts", "task-arithmetic", "lm-steer", "detoxigen")
+# What each swept kind trains or loads beside the target (``hspd.treatments``): the toxic target (DExperts'
+# anti-expert, Task Arithmetic's θ_toxic), LM-Steer's matrix, DetoxiGen's soft prompt.
+TRAINED_PART = {"dexperts": "toxic_lm/target", "task-arithmetic": "toxic_lm/target", "lm-steer": "lm_steer",
+                "detoxigen": "detoxigen"}
 
 # UniDetox B.3's safety pre-prompts (SPEC §6).
 PREPROMPTS = {
@@ -79,7 +87,7 @@ class System:
 
     Attributes:
         name: the system's name (its directory under ``results/eval/{split}/{target}/``).
-        kind: ``original``, ``hspd``, ``raw``, ``unidetox`` or ``gpt2-samples``.
+        kind: ``original``, one of ``FINETUNED_KINDS`` or ``SWEPT_KINDS``, or ``preprompt``.
         texts: the fine-tuning text: a corpus path (HSPD, raw: sampled into a fine-tuning set first) or a
             distilled corpus path (UniDetox, GPT-2 samples: used whole); ``None`` for ``original``.
         sampled: whether a seeded fine-tuning set of ``finetune.n_texts`` texts is drawn from ``texts`` first.
@@ -103,8 +111,9 @@ class System:
         return self.kind in FINETUNED_KINDS
 
     @property
-    def needs_toxic_target(self) -> bool:
-        return self.kind in ("dexperts", "task-arithmetic")
+    def trained_part(self) -> str | None:
+        """The directory under ``results/models/`` of what the treatment trains per target model, if anything."""
+        return TRAINED_PART.get(self.kind)
 
 
 def _hspd_recipe(config: Mapping) -> dict:
@@ -146,6 +155,11 @@ def baseline_systems(config: Mapping) -> list[System]:
     if spec.get("task_arithmetic", {}).get("enabled", False):
         out.append(System("task-arithmetic", "task-arithmetic", label="Task Arithmetic", param="lam",
                           values=tuple(spec["task_arithmetic"]["lambdas"])))
+    if spec.get("lm_steer", {}).get("enabled", False):
+        out.append(System("lm-steer", "lm-steer", label="LM-Steer", param="eps", values=tuple(spec["lm_steer"]["values"])))
+    if spec.get("detoxigen", {}).get("enabled", False):
+        out.append(System("detoxigen", "detoxigen", label="DetoxiGen", param="alpha",
+                          values=tuple(spec["detoxigen"]["alphas"])))
     if spec.get("preprompt", {}).get("enabled", False):
         for variant in spec["preprompt"]["variants"]:
             out.append(System(f"preprompt-{variant}", "preprompt", label=f"pre-prompt ({variant})",
@@ -243,18 +257,23 @@ def parse_setting(setting: str) -> tuple[int | None, int | None]:
     return (None if seed is None else int(seed)), (None if step is None else int(step))
 
 
-VALUE_SETTING_RE = re.compile(r"(?P<param>beta|lam)(?P<value>[0-9][0-9.e+-]*)")
+VALUE_SETTING_RE = re.compile(r"(?P<param>beta|lam|eps|alpha)(?P<value>-?[0-9][0-9.e+-]*)")
 
 
 def value_setting(system: System, value) -> str:
-    """The validation setting of a swept system at one value: ``beta0.5``, ``lam0.04``."""
+    """The validation setting of a swept system at one value: ``beta0.5``, ``lam0.04``, ``eps-1.1``, ``alpha2``."""
     return f"{system.param}{format_number(value)}"
 
 
 def setting_value(setting: str) -> tuple[str, float] | None:
     """``beta0.5`` → (``beta``, 0.5); ``None`` for any other setting."""
     match = VALUE_SETTING_RE.fullmatch(setting)
-    return None if match is None else (match.group("param"), float(match.group("value")))
+    if match is None:
+        return None
+    try:
+        return match.group("param"), float(match.group("value"))
+    except ValueError:  # ``beta1-2``: not a number
+        return None
 
 
 def chooser(config: Mapping, target: str) -> str:
@@ -293,7 +312,7 @@ class SelectionPlan:
 
 def selection_plan(config: Mapping, target: str, system: str) -> SelectionPlan:
     spec = get_system(config, system)
-    if spec.kind in SWEPT_KINDS:  # β, λ: chosen per target (UniDetox §3.4)
+    if spec.kind in SWEPT_KINDS:  # β, λ, ε, α: chosen per target (UniDetox §3.4)
         fixed = preset(config, system, target)
         if fixed is not None:
             return SelectionPlan("preset", target, value=fixed, rule="ppl_cap")

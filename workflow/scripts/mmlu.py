@@ -10,7 +10,7 @@ with rule_job(snakemake) as log:
     name = f"{wc.target}/{wc.system}/{wc.setting}"
     # A two-model system is scored on its combined distribution; a pre-prompt goes in front of every question.
     system = load_treated(p.model, p.treatment, name=name, selection=snakemake.input.selection,
-                          toxic=snakemake.input.toxic)
+                          trained=snakemake.input.trained)
     result = run_mmlu(system.model, system.tokenizer, task_spec=dict(p.task), num_fewshot=p.num_fewshot,
                       batch_size=p.batch_size, limit=p.limit, combine=system.combine,
                       system_instruction=system.prefix.rstrip("\n") or None)

@@ -16,9 +16,10 @@ with rule_job(snakemake) as log:
     p, wc, out = snakemake.params, snakemake.wildcards, snakemake.output
     prompts = read_table(snakemake.input.prompts, ["id", "text", "category", "distribution"], what="ToxiGen prompts")
     name = f"{wc.target}/{wc.system}/{wc.setting}"
-    # The system: a chosen checkpoint, edited weights, a second model to decode with, or a pre-prompt.
+    # The system: a chosen checkpoint, edited weights, a steering matrix, a second model or a soft-prompted view
+    # of the same one to decode with, or a pre-prompt.
     system = load_treated(p.model, p.treatment, name=name, selection=snakemake.input.selection,
-                          toxic=snakemake.input.toxic)
+                          trained=snakemake.input.trained)
     decoder = None
     if system.decoder is not None:
         decoder = system.decoder(max_new_tokens=p.max_new_tokens, top_p=p.top_p, top_k=p.top_k)
