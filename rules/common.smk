@@ -1,6 +1,7 @@
 # Small helpers shared by the rules: library modules as inputs, sources as inputs, resources, targets.
 
 from hspd.config import METHOD_RE, ORIGINAL, grid_corpora, rule_resources
+from hspd.deps import LIBRARY, closure, module_file
 import hspd.systems as S
 
 LIB = "src/hspd"
@@ -25,8 +26,10 @@ wildcard_constraints:
 
 
 def lib(*modules):
-    """Library modules a rule's results depend on, declared as inputs so a change reruns the rule."""
-    return [f"{LIB}/{m}.py" for m in ("io", "errors", *modules)]
+    """Library modules a rule's results depend on, declared as inputs so a change reruns the rule: those its
+    script imports (`modules`, with `io`, `errors` and `jobs`, which every script uses) and every module they
+    import in turn (hspd.deps)."""
+    return [f"{LIB}/{module_file(m).relative_to(LIBRARY).as_posix()}" for m in closure(("io", "errors", "jobs", *modules))]
 
 
 def source_files(spec):

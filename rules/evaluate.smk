@@ -113,7 +113,7 @@ rule aggregate:
         diversity=run_files("diversity"),
         mmlu=run_files("mmlu"),
         selections=selection_files(),
-        lib=lib("metrics", "selection"),
+        lib=lib("metrics", "selection", "systems"),
     output:
         runs="results/metrics/runs.csv",
         summary=report("results/metrics/summary.csv", caption="../workflow/report/summary.rst", category="Metrics"),

@@ -29,7 +29,7 @@ rule figures:
     input:
         summary="results/metrics/summary.csv",
         selections=selection_files(),
-        lib=lib("plots", "tables", "systems"),
+        lib=lib("plots", "tables", "systems", "selection"),
     output:
         fig2=report("results/figures/fig2_divergences.png", caption="../workflow/report/fig2.rst", category="Figures"),
         ppl_tp=report("results/figures/ppl_vs_tp.png", caption="../workflow/report/ppl_vs_tp.rst", category="Figures"),

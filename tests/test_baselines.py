@@ -1,6 +1,7 @@
 """UniDetox's contrastive score and its distillation: hand-computed scores, the decoder's draws against a loop
 over softmax(s), shard invariance, resuming, merging and bad inputs."""
 
+import json
 import math
 
 import pandas as pd
@@ -11,7 +12,7 @@ import _tiny
 from hspd.baselines import (UniDetoxCombiner, distill_combiner, distill_shard, merge_distilled, shard_indices,
                             unidetox_logits)
 from hspd.errors import ConfigError, DataError, ModelError
-from hspd.io import read_table
+from hspd.io import ResumableJsonl, iter_jsonl, read_table
 
 LOG = math.log
 
@@ -118,9 +119,16 @@ def test_distillation_resumes_and_checks_tokenizers(models, tmp_path):
     tok, base, toxic = models
     path = tmp_path / "r.jsonl"
     whole = _distil(models, tmp_path / "ref.jsonl")
-    # A killed job left three texts and a torn line behind.
-    lines = (tmp_path / "ref.jsonl").read_text().splitlines(keepends=True)
-    path.with_name("r.jsonl.partial").write_text("".join(lines[:3]) + lines[3][:10])
+    # A killed job left three texts and a torn line behind: resumed, they equal the uninterrupted shard.
+    records = list(iter_jsonl(tmp_path / "ref.jsonl"))
+    stamp = {"distill": {"alpha": 0.1, "n_texts": 6, "shard": 0, "n_shards": 1, "max_new_tokens": 6, "seed": 3,
+                         "source": "s"}}
+    with ResumableJsonl(path, key="index", settings=stamp) as out:
+        for rec in records[:3]:
+            out.write_unit([rec])
+    with open(out.partial, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(records[3])[:10])
+    assert ResumableJsonl(path, key="index", settings=stamp).open().done == {r["index"] for r in records[:3]}
     pd.testing.assert_frame_equal(_distil(models, path), whole)
     other = _tiny.tokenizer(vocab=1500)
     with pytest.raises(ModelError):

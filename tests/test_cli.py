@@ -161,3 +161,66 @@ def test_detoxify_with_no_valid_candidate_writes_no_corpus(tmp_path, assets, loa
     assert "no text got a valid candidate" in capsys.readouterr().err
     assert not out.exists()
     assert json.loads((tmp_path / "clean.jsonl.report.json").read_text())["dropped_ids"] == ["row-1", "row-2", "row-3"]
+
+
+def test_detoxify_killed_run_resumes_and_refuses_other_settings(tmp_path, assets, loads, capsys, monkeypatch):
+    from hspd.io import ResumableJsonl
+
+    inp = user_corpus(tmp_path)
+    full_out = tmp_path / "full.jsonl"
+    assert cli.main(args(assets, inp, full_out, "--text-column", "body")) == 0
+    out = tmp_path / "clean.jsonl"
+    real = ResumableJsonl.write_unit
+
+    def killed_after_one(self, records, unit=None):
+        if self.done:
+            raise KeyboardInterrupt("killed")
+        real(self, records, unit)
+
+    monkeypatch.setattr(ResumableJsonl, "write_unit", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(args(assets, inp, out, "--text-column", "body"))
+    monkeypatch.setattr(ResumableJsonl, "write_unit", real)
+    cands = tmp_path / "clean.jsonl.candidates.jsonl"
+    assert (tmp_path / "clean.jsonl.candidates.jsonl.partial").exists()
+    assert not (tmp_path / "clean.jsonl.candidates.jsonl.settings.json").exists()  # a failed run leaves none
+    # Other settings: refused before any model loads, the partial kept as it was.
+    loads.clear()
+    partial_bytes = (tmp_path / "clean.jsonl.candidates.jsonl.partial").read_bytes()
+    assert cli.main(args(assets, inp, out, "--text-column", "body", "--k-min", "5")) == 2
+    assert "candidates.jsonl.partial was made from other texts or settings" in capsys.readouterr().err
+    assert loads == [] and (tmp_path / "clean.jsonl.candidates.jsonl.partial").read_bytes() == partial_bytes
+    # The same settings resume it: the candidates equal an uninterrupted run's.
+    assert cli.main(args(assets, inp, out, "--text-column", "body")) == 0
+    assert cands.read_bytes() == (tmp_path / "full.jsonl.candidates.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("flag, message", [("--k-min", "--k-min must be ≥ 1, got 0"),
+                                           ("--batch-size", "--batch-size must be ≥ 1, got 0"),
+                                           ("--max-new-tokens", "--max-new-tokens must be ≥ 1, got 0")])
+def test_detoxify_numbers_are_checked_first(tmp_path, assets, loads, capsys, flag, message):
+    argv = args(assets, tmp_path / "not-even-read.jsonl", tmp_path / "o.jsonl")
+    argv = [a for a in argv if a not in ("--max-new-tokens", "16")] + [flag, "0"]
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err and loads == []
+
+
+def test_detoxify_toxic_model_with_another_tokenizer_fails_before_models(tmp_path, assets, loads, capsys):
+    other = tmp_path / "other-toxic"
+    _tiny.tokenizer(vocab=1500).save_pretrained(other)
+    argv = args(assets, user_corpus(tmp_path), tmp_path / "o.jsonl", "--text-column", "body")
+    argv[argv.index("--toxic") + 1] = str(other)
+    assert cli.main(argv) == 2
+    assert "tokenizers differ" in capsys.readouterr().err and loads == []
+
+
+def test_a_missing_relative_model_path_is_not_taken_for_a_hub_id(tmp_path, assets, loads, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    inp = user_corpus(tmp_path)
+    for missing in ("models/toxic", "./toxic"):
+        argv = args(assets, inp, tmp_path / "o.jsonl", "--text-column", "body")
+        argv[argv.index("--toxic") + 1] = missing
+        assert cli.main(argv) == 2
+        assert f"local path {missing!r} does not exist" in capsys.readouterr().err and loads == []
+    assert cli.model_spec("Qwen/Qwen2.5-3B@abc") == {"hub": "Qwen/Qwen2.5-3B", "revision": "abc"}

@@ -308,3 +308,36 @@ def test_hub_source_offline_fails_fast_naming_the_dataset(monkeypatch):
                                         r"'LennardZuendorf/Dynamically-Generated-Hate-Speech-Dataset'.*offline mode"):
         load_dataset_source(spec, what="DGHS")
     assert time.monotonic() - start < 5
+
+
+# --- empty successes: a stage whose output would be empty fails, naming what emptied it ------------------------
+
+def test_split_dghs_that_would_be_empty_names_the_filter_and_the_values():
+    df = read_dghs(FIXTURES / "dghs.csv")
+    shouting = df.assign(label=df["label"].str.upper())
+    with pytest.raises(DataError, match=r"no row is left after the `label` filter \(wanted one of hate\).*'HATE'"):
+        split_dghs(shouting, targets=ID_TARGETS, splits=ALL_SPLITS, label="hate", source_name="fixture")
+    # A Parquet `target` column of lists matches no code: the message shows the lists.
+    listed = df.assign(target=[[t] for t in df["target"]])
+    with pytest.raises(DataError, match=r"after the `target` filter \(wanted one of wom, trans.* and 26 more\).*\['wom'\]"):
+        split_dghs(listed, targets=ID_TARGETS, splits=ALL_SPLITS, label="hate", source_name="fixture")
+
+
+def test_non_string_texts_are_refused_with_their_rows():
+    df = read_dghs(FIXTURES / "dghs.csv")
+    bad = df.astype({"text": object})
+    bad.loc[2, "text"] = 12345
+    bad.at[5, "text"] = {"a": 1}
+    with pytest.raises(DataError, match=r"fixture: column 'text' holds non-string values \(dict, int\) in row\(s\) 2, 5"):
+        split_dghs(bad, targets=ID_TARGETS, splits=ALL_SPLITS, label="hate", source_name="fixture")
+    train = read_toxigen(FIXTURES / "toxigen_train.csv").astype({"text": object})
+    train.loc[0, "text"] = 7
+    with pytest.raises(DataError, match=r"ToxiGen test: column 'text' holds non-string values \(int\) in row\(s\) 0"):
+        split_toxigen(train, train, seed=0)
+
+
+def test_split_toxigen_with_no_known_group_fails():
+    train = read_toxigen(FIXTURES / "toxigen_train.csv")
+    unknown = train.assign(target_group="immigrants")
+    with pytest.raises(DataError, match=r"ToxiGen test: none of its 41 rows is usable: 41 have a target_group outside"):
+        split_toxigen(train, unknown, seed=0)

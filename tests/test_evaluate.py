@@ -238,6 +238,34 @@ def test_toxigen_generate_resume_equals_uninterrupted(llama, tmp_path, monkeypat
     assert generate(llama, out).read_bytes() == full
 
 
+def test_toxigen_partial_of_other_settings_is_discarded(llama, tmp_path, monkeypatch, caplog):
+    """A killed job resumed after max_new_tokens (or the model, through `settings`) changed: nothing of the old
+    partial is mixed in; the output equals a fresh run with the new settings."""
+    from hspd.io import ResumableJsonl
+
+    real = ResumableJsonl.write_unit
+
+    def killed_after_two(self, records, unit=None):
+        if len(self.done) == 2:
+            raise KeyboardInterrupt("job killed")
+        real(self, records, unit)
+
+    out = tmp_path / "g.jsonl"
+    monkeypatch.setattr(ResumableJsonl, "write_unit", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        generate(llama, out, max_new_tokens=20, settings={"model": "a"})
+    monkeypatch.setattr(ResumableJsonl, "write_unit", real)
+    fresh = generate(llama, tmp_path / "fresh.jsonl", max_new_tokens=6, settings={"model": "a"}).read_bytes()
+    assert generate(llama, out, max_new_tokens=6, settings={"model": "a"}).read_bytes() == fresh
+    with pytest.raises(KeyboardInterrupt):
+        monkeypatch.setattr(ResumableJsonl, "write_unit", killed_after_two)
+        generate(llama, tmp_path / "h.jsonl", settings={"model": "a"})
+    monkeypatch.setattr(ResumableJsonl, "write_unit", real)
+    with caplog.at_level("WARNING", logger="hspd"):
+        generate(llama, tmp_path / "h.jsonl", settings={"model": "b"})  # another model: redone whole
+    assert "h.jsonl.partial was made with other settings: discarded" in caplog.text
+
+
 @pytest.mark.parametrize("build", [tiny.opt, tiny.falcon, lambda: tiny.falcon(alibi=True), tiny.qwen2],
                          ids=["opt", "falcon", "falcon-alibi", "qwen2"])
 def test_other_architectures(build, tmp_path):

@@ -130,3 +130,117 @@ def test_check_same_tokenizer():
         check_same_tokenizer(_Tok({"a": 0, "b": 1}), _Tok({"a": 0, "b": 1, "c": 2}), "base", "toxic")
     with pytest.raises(ModelError, match="share one tokenizer"):
         check_same_tokenizer(_Tok({"a": 0, "b": 1}), _Tok({"a": 1, "b": 0}), "base", "toxic")
+
+
+def _run(out, units, settings=None, stop_after=None):
+    """Write units (lists of records) through ResumableJsonl, skipping those done; stop after `stop_after`."""
+    f = ResumableJsonl(out, settings=settings).open()
+    n = 0
+    for unit in units:
+        if unit[0]["id"] in f.done:
+            continue
+        if stop_after is not None and n == stop_after:
+            f.close()
+            return None
+        f.write_unit(unit)
+        n += 1
+    return f.finalize()
+
+
+UNITS = [[{"id": f"t{i}", "candidate": c, "text": f"rewrite {i}.{c} é"} for c in range(3)] for i in range(4)]
+
+
+def test_resume_after_a_kill_at_any_byte_equals_an_uninterrupted_run(tmp_path):
+    """Cut the partial file and its index at every byte (the machine died mid-write): the resumed file is the
+    uninterrupted one byte for byte, and a unit cut inside its records is redone whole, never counted as done."""
+    ref = _run(tmp_path / "ref.jsonl", UNITS, settings={"k": 1}).read_bytes()
+    _run(tmp_path / "p.jsonl", UNITS, settings={"k": 1}, stop_after=3)
+    partial = (tmp_path / "p.jsonl.partial").read_bytes()
+    index = (tmp_path / "p.jsonl.partial.units").read_bytes()
+    header = index.index(b"\n") + 1
+    cuts = [(d, len(index)) for d in range(len(partial) + 1)] + [(len(partial), i) for i in range(header, len(index))]
+    for data_cut, index_cut in cuts:
+        out = tmp_path / "cut.jsonl"
+        (tmp_path / "cut.jsonl.partial").write_bytes(partial[:data_cut])
+        (tmp_path / "cut.jsonl.partial.units").write_bytes(index[:index_cut])
+        f = ResumableJsonl(out, settings={"k": 1}).open()
+        whole_units = partial[:data_cut].count(b"\n") // 3  # three records per unit, each a whole line
+        committed = index[header:index_cut].count(b"\n")
+        assert len(f.done) == min(whole_units, committed), (data_cut, index_cut, f.done)
+        f.close()
+        assert _run(out, UNITS, settings={"k": 1}).read_bytes() == ref, (data_cut, index_cut)
+        assert not (tmp_path / "cut.jsonl.partial.units").exists()
+        out.unlink()
+
+
+def test_a_partial_made_with_other_settings_is_discarded_or_refused(tmp_path, caplog):
+    from hspd.io import StalePartialError
+
+    out = tmp_path / "s.jsonl"
+    _run(out, UNITS, settings={"max_new_tokens": 256}, stop_after=2)
+    assert not ResumableJsonl(out, settings={"max_new_tokens": 256}).is_stale()
+    assert ResumableJsonl(out, settings={"max_new_tokens": 128}).is_stale()
+    with pytest.raises(StalePartialError, match="s.jsonl.partial was made with other settings"):
+        ResumableJsonl(out, settings={"max_new_tokens": 128}, stale="error").open()
+    assert len((tmp_path / "s.jsonl.partial").read_text().splitlines()) == 6  # refused: kept as it was
+    with caplog.at_level("WARNING", logger="hspd"):
+        f = ResumableJsonl(out, settings={"max_new_tokens": 128}).open()
+    assert f.done == set() and "made with other settings: discarded" in caplog.text
+    f.close()
+    # A partial of the old format (no index) cannot prove its settings: redone too.
+    (tmp_path / "old.jsonl.partial").write_text('{"id": "t0", "candidate": 0}\n')
+    assert ResumableJsonl(tmp_path / "old.jsonl").open().done == set()
+
+
+def test_restore_moves_a_finished_file_back_to_a_resumable_one(tmp_path):
+    out = _run(tmp_path / "r.jsonl", UNITS, settings={"k": 2})
+    ref = out.read_bytes()
+    ResumableJsonl(out, settings={"k": 2}).restore()
+    assert not out.exists()
+    f = ResumableJsonl(out, settings={"k": 2}).open()
+    assert f.done == {f"t{i}" for i in range(4)}
+    assert f.finalize().read_bytes() == ref
+    with pytest.raises(DataError, match="must share one 'id'"):
+        ResumableJsonl(tmp_path / "x.jsonl").open().write_unit([{"id": "a"}, {"id": "b"}])
+
+
+def test_outputs_get_the_mode_a_plain_open_gives(tmp_path):
+    """Atomic writers go through mkstemp (mode 0600); results must stay readable by the group on a cluster."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        paths = [write_json({"a": 1}, tmp_path / "a.json"),
+                 write_table(pd.DataFrame({"id": [1]}), tmp_path / "t.csv")]
+    finally:
+        os.umask(old)
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in paths)
+
+
+def test_check_same_tokenizer_compares_merges_and_special_ids():
+    """Same vocabulary (size and map) but other merges, or another EOS id: still another tokenizer."""
+    import json as _json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    import _tiny
+
+    base = _tiny.tokenizer()
+    spec = _json.loads(base.backend_tokenizer.to_str())
+    assert spec["model"]["type"] == "BPE" and len(spec["model"]["merges"]) > 2
+    spec["model"]["merges"] = spec["model"]["merges"][::-1]  # the same merges, other priorities
+
+    def rebuild(s, **special):
+        return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(_json.dumps(s)),
+                                       **{"eos_token": base.eos_token, "bos_token": base.bos_token, **special})
+
+    other_merges = rebuild(spec)
+    assert len(other_merges) == len(base) and other_merges.get_vocab() == base.get_vocab()
+    check_same_tokenizer(base, rebuild(_json.loads(base.backend_tokenizer.to_str())), "base", "toxic")
+    with pytest.raises(ModelError, match="the same vocabulary but other merges"):
+        check_same_tokenizer(base, other_merges, "base", "toxic")
+    other_eos = rebuild(_json.loads(base.backend_tokenizer.to_str()), eos_token=base.convert_ids_to_tokens(5))
+    with pytest.raises(ModelError, match="special token ids differ"):
+        check_same_tokenizer(base, other_eos, "base", "toxic")

@@ -51,3 +51,38 @@ def test_rule_job_puts_the_traceback_in_the_log_and_fails(tmp_path):
     assert proc.returncode != 0
     text = (tmp_path / "logs" / "job.log").read_text()
     assert "failed after" in text and "ValueError: bad row 7 in corpus.jsonl" in text
+
+
+def test_job_settings_stamp_params_and_input_content(tmp_path):
+    """What a rule's resumable output is stamped with: params without batch sizes, inputs by content (a file) or
+    by size and time (a file over the hash limit), without the inputs the caller skips."""
+    from types import SimpleNamespace
+
+    from snakemake.iocontainers import InputFiles, Params
+
+    from hspd.jobs import file_signature, job_settings
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    (tmp_path / "texts.jsonl").write_text('{"id": 1}\n')
+    (tmp_path / "scorer.ckpt").write_text("x")
+
+    def job(max_new_tokens=20, batch_texts=8, config="{}"):
+        (tmp_path / "model" / "config.json").write_text(config)
+        inputs = InputFiles([str(tmp_path / "texts.jsonl"), str(tmp_path / "model"), str(tmp_path / "scorer.ckpt")])
+        inputs._set_name("texts", 0)
+        inputs._set_name("model", 1)
+        inputs._set_name("scorer", 2)
+        params = Params([max_new_tokens, batch_texts])
+        params._set_name("max_new_tokens", 0)
+        params._set_name("batch_texts", 1)
+        return job_settings(SimpleNamespace(params=params, input=inputs), skip_inputs=("scorer",))
+
+    base = job()
+    assert base["params"] == {"max_new_tokens": 20}
+    assert set(base["inputs"]) == {str(tmp_path / "texts.jsonl"), str(tmp_path / "model")}
+    assert job(batch_texts=64) == base          # a batch size changes no result
+    assert job(max_new_tokens=32) != base       # a decoding setting does
+    assert job(config='{"n_layer": 2}') != base  # so does another model
+    big = file_signature(tmp_path / "texts.jsonl", hash_limit=1)
+    assert big[0][0] == "texts.jsonl" and big[0][1][0] == len('{"id": 1}\n')

@@ -180,10 +180,10 @@ def test_interrupted_shard_resumes_to_the_same_output(tmp_path, tok, models, mon
     real_write = ResumableJsonl.write_unit
     written = []
 
-    def write_then_die(self, records):
+    def write_then_die(self, records, unit=None):
         if len(written) == 3:
             raise KeyboardInterrupt("killed by the cluster")
-        real_write(self, records)
+        real_write(self, records, unit)
         written.append(1)
 
     monkeypatch.setattr(ResumableJsonl, "write_unit", write_then_die)
@@ -245,3 +245,22 @@ def test_bad_settings_and_models_fail_before_decoding(tmp_path, tok, models):
     with pytest.raises(ConfigError, match="batch_texts"):
         rewrite_shard(TEXTS, toxic_model=toxic, method="cd", batch_texts=0, **kwargs)
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_text_too_long_for_the_context_is_not_decoded_and_the_batch_survives(tmp_path, tok, models):
+    """A 12,000-token text with a small-context model: marked too_long (invalid, ranking drops it) before any
+    decoding; the other texts of its batch get exactly the candidates they get without it."""
+    from hspd.models import context_length
+
+    base, toxic = models
+    kwargs = dict(base_model=base, toxic_model=toxic, tokenizer=tok, method="socd-tvd", batch_texts=3,
+                  progress=False, **SMALL)
+    long_text = " ".join(["word"] * 12000)
+    assert len(tok(long_text)["input_ids"]) > context_length(base)
+    texts = pd.concat([TEXTS.iloc[:2], pd.DataFrame({"id": ["long"], "text": [long_text]}), TEXTS.iloc[2:]],
+                      ignore_index=True)
+    got = read(rewrite_shard(texts, output_path=tmp_path / "with.jsonl", **kwargs))
+    ref = read(rewrite_shard(TEXTS, output_path=tmp_path / "without.jsonl", **kwargs))
+    long_rows = [r for r in got if r["id"] == "long"]
+    assert len(long_rows) == 4 and all(r["finish"] == "too_long" and not r["valid"] for r in long_rows)
+    assert [r for r in got if r["id"] != "long"] == ref

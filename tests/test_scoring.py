@@ -328,10 +328,10 @@ def test_toxicity_scorer_bad_checkpoints(tmp_path, tiny_checkpoint):
     from hspd.scoring import ToxicityScorer
 
     torch.save({"state_dict": {}}, tmp_path / "no_config.ckpt")
-    with pytest.raises(ModelError, match=r"no_config\.ckpt: cannot load: ValueError: Checkpoint needs to contain"):
+    with pytest.raises(ModelError, match=r"no_config\.ckpt is not a Detoxify-format checkpoint"):
         ToxicityScorer({"checkpoint": str(tmp_path / "no_config.ckpt")})
     (tmp_path / "text.ckpt").write_text("not a checkpoint")
-    with pytest.raises(ModelError, match=r"text\.ckpt: cannot load"):
+    with pytest.raises(ModelError, match=r"cannot read .*text\.ckpt"):
         ToxicityScorer({"checkpoint": str(tmp_path / "text.ckpt")})
     five = save_tiny_detoxify(tmp_path / "five", classes=JIGSAW_CLASSES[:5])
     with pytest.raises(ModelError, match=r"has no \['identity_attack'\] output"):
@@ -384,3 +384,48 @@ def test_sentence_embedder_minilm():
     assert embedder.encode([]).shape == (0, 384)
     rec = embedder.provenance()
     assert rec["kind"] == "package" and rec["dim"] == 384 and len(rec["sha256"]) == 64
+
+
+class _Payload:
+    """Unpickling this runs code (what a planted checkpoint would do)."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PLANTED_PAYLOAD_RAN",))
+
+
+def test_a_checkpoint_that_carries_code_is_refused_not_run(tmp_path, monkeypatch, tiny_checkpoint):
+    import torch
+
+    from hspd.scoring import ToxicityScorer
+
+    monkeypatch.chdir(tmp_path)
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)
+    torch.save({**ckpt, "hook": _Payload()}, tmp_path / "planted.ckpt")
+    with pytest.raises(ModelError, match=r"planted\.ckpt holds more than tensors and plain data .* refused"):
+        ToxicityScorer({"checkpoint": str(tmp_path / "planted.ckpt")})
+    assert not (tmp_path / "PLANTED_PAYLOAD_RAN").exists()
+
+
+def test_offline_release_scorer_never_downloads_and_says_where_the_file_goes(tmp_path, monkeypatch, tiny_checkpoint):
+    import shutil
+
+    import torch
+
+    from hspd.scoring import ToxicityScorer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("downloaded"))
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    try:
+        with pytest.raises(ModelError, match=r"offline and .*hub/checkpoints/toxic_original-c1212f89\.ckpt is missing; "
+                                             r"download https://"):
+            ToxicityScorer({"detoxify": "original"}, device="cpu")
+        # The file where the message says (here a tiny stand-in): loaded from there, as data.
+        (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+        shutil.copy(tiny_checkpoint, tmp_path / "hub" / "checkpoints" / "toxic_original-c1212f89.ckpt")
+        scorer = ToxicityScorer({"detoxify": "original"}, device="cpu")
+        assert scorer.score(["hello there"]).shape == (1, 6)
+    finally:
+        torch.hub.set_dir(str(tmp_path / "unused"))

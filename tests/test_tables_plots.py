@@ -180,8 +180,8 @@ def test_table_rows_follow_the_config():
     main = paper["experiment"]["main"]
     rows = S.table_rows(paper, main, ["gpt2-xl"])
     assert [s for _, s, _ in rows] == ["original", "ft-raw", "ft-unidetox-a0.1-lr5e-5", "ft-unidetox-a0.1-lr1e-5",
-                                       "ft-gpt2-samples", "dexperts", "task-arithmetic", "preprompt-short",
-                                       "preprompt-long", *(f"ft-{m}_qwen2.5-3b" for m in main["methods"])]
+                                       "ft-gpt2-samples", "dexperts", "task-arithmetic", "lm-steer",
+                                       "detoxigen", "preprompt-short", "preprompt-long", *(f"ft-{m}_qwen2.5-3b" for m in main["methods"])]
     assert rows[2][2] == "UniDetox (α 0.1, lr 5e-5)" and rows[-1][2] == "HSPD socd-emd (qwen2.5-3b)"
     uni = S.table_rows(paper, main, ["opt-6.7b"], kinds=("original", "gpt2-samples", "unidetox", "dexperts"))
     assert [s for _, s, _ in uni] == ["original", "ft-unidetox-a0.1-lr5e-5", "ft-unidetox-a0.1-lr1e-5",

@@ -209,3 +209,35 @@ def test_demo_rerun_is_a_no_op(demo_run):
     work, _ = demo_run
     proc = run(["--profile", "demo", "-n"], cwd=work)
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_every_rule_declares_the_library_modules_its_script_imports():
+    """A rule's `lib(...)` names every hspd module its script imports (lib() adds what those import in turn), so
+    an edit of any module its results depend on reruns it."""
+    from hspd.deps import closure, direct_imports
+
+    checked = 0
+    for smk in sorted((ROOT / "rules").glob("*.smk")):
+        for block in re.split(r"\n(?=(?:local)?rule )", smk.read_text()):
+            rule = re.match(r"(?:local)?rule (\w+):", block)
+            script = re.search(r'script:\s*\n\s*"\.\./(.*?)"', block)
+            if not rule or not script:
+                continue
+            libs = re.search(r"lib\(([^)]*)\)", block)
+            assert libs, f"rule {rule.group(1)} declares no library modules"
+            declared = {"io", "errors", "jobs", *(m.replace("/", ".") for m in re.findall(r'"([a-z_/]+)"', libs.group(1)))}
+            imported = direct_imports(ROOT / script.group(1))
+            assert imported <= declared, f"rule {rule.group(1)}: lib() lacks {sorted(imported - declared)}"
+            assert set(closure(tuple(imported))) <= set(closure(tuple(declared)))
+            checked += 1
+    assert checked >= 19  # every rule with a script
+
+
+def test_library_closure_follows_imports_inside_functions():
+    from hspd.deps import closure, direct_imports
+
+    assert "socd" in direct_imports(ROOT / "src/hspd/baselines.py")  # imported inside a function
+    assert closure(("plots",)) == ("config", "errors", "plots", "systems")
+    assert set(closure(("treatments",))) >= {"treatments", "systems", "selection", "baselines", "models", "decoding"}
+    with pytest.raises(ValueError, match="no library module 'nope'"):
+        closure(("nope",))

@@ -98,7 +98,8 @@ def shard_indices(n_texts: int, shard: int, n_shards: int) -> list[int]:
 
 def distill_shard(*, base_model, toxic_model, tokenizer, alpha: float | None, n_texts: int, shard: int,
                   n_shards: int, max_new_tokens: int = 256, batch_texts: int = 32, seed: int = 0,
-                  source: str, output_path: str | os.PathLike, toxic_tokenizer=None, progress: bool = True) -> Path:
+                  source: str, output_path: str | os.PathLike, toxic_tokenizer=None, settings=None,
+                  progress: bool = True) -> Path:
     """Sample this shard's texts from the EOS prompt and write them to ``output_path`` (JSONL), resumably.
 
     Text ``i`` draws its random stream from ``(seed, i)`` only, so it is the same in any shard or batch. A row
@@ -109,6 +110,8 @@ def distill_shard(*, base_model, toxic_model, tokenizer, alpha: float | None, n_
         alpha: UniDetox's plausibility threshold, or ``None`` for plain samples of ``base_model``.
         toxic_model: the toxic model (ignored for plain samples); ``toxic_tokenizer``, if given, must equal
             ``tokenizer``.
+        settings: what else identifies the samples (the models: ``hspd.jobs.job_settings``); a partial file made
+            with other settings or arguments is discarded.
     """
     from hspd.decoding import DualModelDecoder, Row, decode_units, row_seed
 
@@ -132,7 +135,10 @@ def distill_shard(*, base_model, toxic_model, tokenizer, alpha: float | None, n_
                   "finish": row.finish}] for i, row in zip(batch, outputs))
 
     return decode_units(indices, output_path=output_path, key="index", unit_key=lambda i: i, batch_size=batch_texts,
-                        generate=run, records=records, desc=f"distil {source}", progress=progress)
+                        generate=run, records=records, desc=f"distil {source}", progress=progress,
+                        settings={"distill": {"alpha": alpha, "n_texts": n_texts, "shard": shard, "n_shards": n_shards,
+                                              "max_new_tokens": max_new_tokens, "seed": seed, "source": source},
+                                  **(settings or {})})
 
 
 def merge_distilled(shards, *, n_texts: int, source: str):

@@ -27,6 +27,10 @@ def model_spec(arg: str) -> dict:
         return {"package": arg.split(":", 1)[1]}
     if Path(arg).exists():
         return {"path": arg}
+    # Written as a path (./x, ../x, /x, ~/x) or under a folder that exists here: a missing local path, not a hub id.
+    first = Path(arg).parts[0] if Path(arg).parts else ""
+    if arg.startswith((".", "/", "~")) or (len(Path(arg).parts) > 1 and Path(first).is_dir()):
+        raise HSPDError(f"local path {arg!r} does not exist ({Path(arg).resolve()})")
     hub, _, revision = arg.partition("@")
     if hub.count("/") != 1:
         raise HSPDError(f"{arg!r} is neither an existing local path nor a hub id of the form org/name[@revision]")
@@ -57,8 +61,8 @@ def texts_digest(originals) -> str:
 def detoxify_command(args) -> int:
     import pandas as pd
 
-    from hspd.io import read_json, read_table, write_json, write_table
-    from hspd.models import load_causal_lm, load_tokenizer, set_offline
+    from hspd.io import ResumableJsonl, read_json, read_table, write_json, write_table
+    from hspd.models import check_same_tokenizer, load_causal_lm, load_tokenizer, set_offline
     from hspd.rewrite import DEFAULT_CANDIDATES, rewrite_shard
     from hspd.scoring import SentenceEmbedder, ToxicityScorer, rank_candidates
     from hspd.socd import parse_method
@@ -104,30 +108,34 @@ def detoxify_command(args) -> int:
                 "temperatures": list(temperatures), "samples_per_temperature": samples,
                 "texts_sha256": texts_digest(originals)}
     settings_path = candidates_path.with_name(candidates_path.name + ".settings.json")
-    partial = candidates_path.with_name(candidates_path.name + ".partial")
-    if candidates_path.exists() or partial.exists():
-        previous = read_json(settings_path) if settings_path.exists() else None
-        if previous != json.loads(json.dumps(settings)):
-            stale = candidates_path if candidates_path.exists() else partial
-            raise HSPDError(f"{stale} was made from other texts or settings ({settings_path}); delete it to "
-                            "start over, or repeat the command that made it")
-    # The scorer and the embedder load before decoding, so a wrong path fails in seconds, not after hours.
+    settings = json.loads(json.dumps(settings))
+    if candidates_path.exists() and (not settings_path.exists() or read_json(settings_path) != settings):
+        raise HSPDError(f"{candidates_path} was made from other texts or settings ({settings_path}); delete it to "
+                        "start over, or repeat the command that made it")
+    # A partial file carries its own settings: one made another way is refused, never mixed in or dropped.
+    if ResumableJsonl(candidates_path, settings={"cli": settings}).is_stale():
+        raise HSPDError(f"{candidates_path}.partial was made from other texts or settings; delete it and its "
+                        ".units index to start over, or repeat the command that made it")
+    # Tokenizers, the scorer and the embedder load before decoding, so a wrong path or a toxic model with another
+    # tokenizer fails in seconds, not after hours.
+    tokenizer = load_tokenizer(base_spec, "base")
+    if toxic_spec is not None and args.method != "prompt":
+        check_same_tokenizer(tokenizer, load_tokenizer(toxic_spec, "toxic"), "base", "toxic")
     scorer = ToxicityScorer(scorer_spec(args.scorer))
     embedder = SentenceEmbedder(model_spec(args.embedder), "embedder")
-    write_json(settings, settings_path)
 
     if candidates_path.exists():
         log.info("reusing the finished candidates in %s", candidates_path)
     else:
-        tokenizer = load_tokenizer(base_spec, "base")
         base = load_causal_lm(base_spec, "base", device=args.device)
         toxic = load_causal_lm(toxic_spec, "toxic", device=args.device) if args.method != "prompt" else None
         rewrite_shard(originals[["id", "text"]], base_model=base, toxic_model=toxic, tokenizer=tokenizer,
                       method=args.method, variant=args.variant, temperatures=temperatures,
                       samples_per_temperature=samples, seed=args.seed, max_new_tokens=args.max_new_tokens,
                       batch_texts=args.batch_size, k_min=args.k_min, cd_alpha=0.1, cd_beta=0.5,
-                      output_path=candidates_path, progress=True)
+                      settings={"cli": settings}, stale="error", output_path=candidates_path, progress=True)
         del base, toxic
+        write_json(settings, settings_path)  # only beside finished candidates: a failed run leaves none
 
     candidates = read_table(candidates_path, ["id", "candidate", "text", "valid"], what="candidates")
     corpus, _, report = rank_candidates(originals, candidates, scorer=scorer, embedder=embedder, lam=args.lam,
@@ -173,8 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if not 0.0 <= args.lam <= 1.0:
-        print(f"hspd: error: --lam must be in [0, 1], got {args.lam}", file=sys.stderr)
+    # Numbers are checked before anything is read or loaded.
+    bad = [f"--lam must be in [0, 1], got {args.lam}"] if not 0.0 <= args.lam <= 1.0 else []
+    bad += [f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(args, name)}"
+            for name in ("k_min", "max_new_tokens", "batch_size") if getattr(args, name) < 1]
+    if bad:
+        print(f"hspd: error: {bad[0]}", file=sys.stderr)
         return 2
     try:
         return detoxify_command(args)

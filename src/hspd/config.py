@@ -139,10 +139,10 @@ def _with_sub_errors(errors):
 def _short_message(err) -> str:
     if err.validator == "additionalProperties":
         return err.message.replace("Additional properties are not allowed", "unknown key(s)")
-    if err.validator == "oneOf" and err.context:
-        # The most specific sub-error says more than "is not valid under any of the given schemas".
-        best = min(err.context, key=lambda e: len(e.absolute_path))
-        return f"{err.instance!r} matches none of the allowed forms ({best.message})"
+    if err.validator in ("oneOf", "anyOf") and err.context:
+        # Each alternative's own complaint says more than "is not valid under any of the given schemas".
+        reasons = list(dict.fromkeys(_short_message(e) for e in err.context))
+        return f"{err.instance!r} matches none of the allowed forms: " + "; or ".join(reasons)
     return err.message
 
 

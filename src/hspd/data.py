@@ -80,6 +80,17 @@ def _check_columns(df: pd.DataFrame, required: Sequence[str], where: str) -> Non
         raise DataError(f"{where}: the table has no rows")
 
 
+def require_strings(values: pd.Series, where: str, column: str = "text") -> None:
+    """Refuse values that are present but not strings (an integer or a dict would otherwise become the text
+    ``"12345"`` or ``"{'a': 1}"``), naming their 0-based data rows. Missing values are left to the caller."""
+    bad = [i for i, v in enumerate(values.to_numpy(object)) if not isinstance(v, str) and not pd.isna(v)
+           ] if len(values) else []
+    if bad:
+        kinds = sorted({type(values.iloc[i]).__name__ for i in bad})
+        raise DataError(f"{where}: column {column!r} holds non-string values ({', '.join(kinds)}) in row(s) "
+                        f"{_first(bad)} (0-based data rows)")
+
+
 def _blank(texts: pd.Series) -> pd.Series:
     """True where a text is missing or only whitespace."""
     return texts.isna() | texts.astype("string").str.strip().eq("").fillna(True)
@@ -156,12 +167,21 @@ def split_dghs(df: pd.DataFrame, *, targets: Sequence[str], splits: Sequence[str
         filter step (read, label, split, target, non-empty).
     """
     _check_columns(df, DGHS_COLUMNS, f"DGHS {source_name}")
+    require_strings(df["text"], f"DGHS {source_name}")
     masks = _dghs_filters(df, targets, splits, label)
     steps = [{"step": "read", "rows": len(df)}]
     keep = np.ones(len(df), dtype=bool)
+    wanted = {"label": [label], "split": list(splits), "target": list(targets)}
     for name, mask in masks.items():
+        before = keep.copy()
         keep &= mask
         steps.append({"step": name, "rows": int(keep.sum())})
+        if not keep.any():  # an empty corpus is never a success: name the step and what the column holds
+            column = name if name in wanted else "text"
+            found = df.loc[before, column].map(repr).value_counts().head(8).index.tolist()
+            want = f" (wanted one of {_first(wanted[name], 8)})" if name in wanted else ""
+            raise DataError(f"DGHS {source_name}: no row is left after the `{name}` filter{want}; of the "
+                            f"{int(before.sum())} rows before it, column {column!r} holds e.g. {', '.join(found)}")
     rows = np.flatnonzero(keep)
     sel = df.iloc[rows]
 
@@ -227,6 +247,7 @@ def read_toxigen(path) -> pd.DataFrame:
 def _tag_toxigen(df: pd.DataFrame, part: str) -> tuple[pd.DataFrame, dict]:
     """Give each row its id from its position in the source, tag its category, drop what cannot be used."""
     _check_columns(df, TOXIGEN_COLUMNS, f"ToxiGen {part}")
+    require_strings(df["text"], f"ToxiGen {part}")
     groups = df["target_group"].astype("string").str.strip()
     tagged = pd.DataFrame({
         "id": [f"toxigen-{part}-{i}" for i in range(len(df))],
@@ -238,6 +259,10 @@ def _tag_toxigen(df: pd.DataFrame, part: str) -> tuple[pd.DataFrame, dict]:
     unknown = tagged["category"].isna().to_numpy()
     empty = _blank(df["text"]).to_numpy(bool) & ~unknown
     keep = tagged[~unknown & ~empty].reset_index(drop=True)
+    if keep.empty:
+        found = tagged["target_group"].fillna("<missing>").value_counts().head(8).index.tolist()
+        raise DataError(f"ToxiGen {part}: none of its {len(df)} rows is usable: {int(unknown.sum())} have a "
+                        f"target_group outside SPEC §2's groups (e.g. {found}), {int(empty.sum())} an empty text")
     report = {
         "rows": len(df),
         "kept": len(keep),

@@ -698,12 +698,21 @@ def batches_with_oom_backoff(items: Sequence, batch_size: int, fn: Callable[[Seq
 # --------------------------------------------------------------------------------------------------------------
 
 
+def describe(combiner) -> dict:
+    """A combiner's kind and scalar settings, stable across runs (for a resumable file's settings)."""
+    plain = (int, float, str, bool, type(None))
+    return {"type": type(combiner).__name__, **{k: v for k, v in sorted(vars(combiner).items())
+                                                 if isinstance(v, plain) and not k.startswith("_")}}
+
+
 def decode_units(units: Sequence, *, output_path, key: str, unit_key: Callable[[Any], Any], batch_size: int,
                  generate: Callable[[Sequence], Any], records: Callable[[Sequence, Any], Iterable[list]],
-                 desc: str, progress: bool = True):
+                 desc: str, settings=None, stale: str = "discard", progress: bool = True):
     """Decode every unit (a text to rewrite, a sample to distil) not yet in ``output_path`` and write it there.
 
-    Units already in ``<output_path>.partial`` (by ``key``; ``unit_key(unit)`` is a unit's value) are skipped;
+    Units committed to ``<output_path>.partial`` with the same ``settings`` (by ``key``; ``unit_key(unit)`` is a
+    unit's value) are skipped; a partial made with other settings is discarded or, with ``stale="error"``, refused
+    (``hspd.io.ResumableJsonl``);
     the rest go through ``generate`` in batches of ``batch_size`` (halved on GPU OOM), and ``records(batch,
     outputs)`` gives each unit's records in batch order, each list written whole. Returns the finished path.
     """
@@ -712,15 +721,15 @@ def decode_units(units: Sequence, *, output_path, key: str, unit_key: Callable[[
 
     from hspd.io import ResumableJsonl
 
-    out = ResumableJsonl(output_path, key=key).open()
+    out = ResumableJsonl(output_path, key=key, settings=settings, stale=stale).open()
     try:
         todo = [u for u in units if unit_key(u) not in out.done]
         if len(todo) < len(units):
             log.info("resuming: %d of %d units already done", len(units) - len(todo), len(units))
         bar = tqdm(total=len(units), initial=len(units) - len(todo), disable=not progress, desc=desc, unit="text")
         for batch, outputs in batches_with_oom_backoff(todo, batch_size, generate):
-            for unit_records in records(batch, outputs):
-                out.write_unit(unit_records)
+            for unit, unit_records in zip(batch, records(batch, outputs)):
+                out.write_unit(unit_records, unit=unit_key(unit))
                 bar.update(1)
         bar.close()
         return out.finalize()

@@ -31,7 +31,7 @@ import pandas as pd
 
 from hspd.errors import DataError, ModelError
 from hspd.metrics import TEMPERATURE, TOP_P, TOXIGEN_MAX_NEW_TOKENS, TOXIGEN_SAMPLES
-from hspd.models import encode_pairs, special_prefix
+from hspd.models import context_length, encode_pairs, special_prefix
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +40,6 @@ MMLU_CHOICES = ("A", "B", "C", "D")
 
 
 # --- Shared helpers ---------------------------------------------------------------------------------------
-
-def context_length(model) -> int | None:
-    """The model's position limit (``n_positions`` for GPT2, ``max_position_embeddings`` elsewhere), or None."""
-    cfg = model.config
-    for attr in ("n_positions", "max_position_embeddings", "max_sequence_length", "seq_length"):
-        value = getattr(cfg, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
 
 def prompt_seed(seed: int, prompt_id) -> int:
     """A 63-bit generator seed from the run seed and a prompt id: independent of the prompt's position or batch."""
@@ -247,10 +237,22 @@ def _check_prompts(prompts: pd.DataFrame) -> None:
             raise DataError(f"ToxiGen prompts: row id {pid!r} has an empty or missing `text`")
 
 
+def generation_settings(*, seed: int, n_samples: int = TOXIGEN_SAMPLES, max_new_tokens: int = TOXIGEN_MAX_NEW_TOKENS,
+                        top_p: float = TOP_P, temperature: float = TEMPERATURE, top_k: int | None = None, decoder=None,
+                        settings=None, **_) -> dict:
+    """The settings ``toxigen_generate`` stamps its resumable file with (its sampling arguments, the decoder's
+    combiner, and the caller's ``settings``); ``ResumableJsonl(path, settings=...).restore()`` needs the same."""
+    from hspd.decoding import describe
+
+    own = {"seed": seed, "n_samples": n_samples, "max_new_tokens": max_new_tokens, "top_p": top_p,
+           "temperature": temperature, "top_k": top_k, "decoder": None if decoder is None else describe(decoder.combiner)}
+    return {"toxigen": own, **(settings or {})}
+
+
 def toxigen_generate(model, tokenizer, prompts: pd.DataFrame, *, seed: int, output_path: str | os.PathLike,
                      n_samples: int = TOXIGEN_SAMPLES, max_new_tokens: int = TOXIGEN_MAX_NEW_TOKENS,
                      top_p: float = TOP_P, temperature: float = TEMPERATURE, top_k: int | None = None,
-                     batch_prompts: int = 8, decoder=None, progress=True) -> Path:
+                     batch_prompts: int = 8, decoder=None, settings=None, progress=True) -> Path:
     """Sample ``n_samples`` continuations of every ToxiGen prompt into a resumable JSONL file.
 
     Args:
@@ -262,6 +264,8 @@ def toxigen_generate(model, tokenizer, prompts: pd.DataFrame, *, seed: int, outp
         batch_prompts: prompts per ``generate`` call; each brings its ``n_samples`` rows.
         decoder: a ``DualModelDecoder`` for a two-model system (its combiner and filters replace ``model``'s
             own sampling; ``top_p`` and ``top_k`` are then the decoder's); ``None``: ``model.generate``.
+        settings: what else identifies the samples (the model, the system: ``hspd.jobs.job_settings``); a partial
+            file made with other settings, or other sampling arguments, is discarded.
         progress: show a tqdm bar (True / False, or a file object to write it to).
 
     Prompts longer than the model's context minus ``max_new_tokens`` are left-truncated; their number is logged.
@@ -291,7 +295,9 @@ def toxigen_generate(model, tokenizer, prompts: pd.DataFrame, *, seed: int, outp
         if not x:
             raise DataError(f"ToxiGen prompts: row id {pid!r} encodes to no tokens")
 
-    writer = ResumableJsonl(output_path).open()
+    writer = ResumableJsonl(output_path, settings=generation_settings(
+        seed=seed, n_samples=n_samples, max_new_tokens=max_new_tokens, top_p=top_p, temperature=temperature,
+        top_k=top_k, decoder=decoder, settings=settings)).open()
     try:
         todo = [i for i, pid in enumerate(ids) if pid not in writer.done]
         if len(todo) < len(ids):

@@ -15,9 +15,13 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+import logging
+
 import pandas as pd
 
 from hspd.errors import DataError
+
+log = logging.getLogger("hspd")
 
 TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -63,9 +67,17 @@ def read_table(path: str | os.PathLike, required: Sequence[str] = (), *, what: s
     return df
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_target(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # mkstemp makes the file 0600; results are shared files on a cluster: the mode a plain open() would give.
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     return Path(tmp)
 
@@ -158,52 +170,148 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
             raise DataError(f"{path}: line {i} is not valid JSON: {exc}") from exc
 
 
+class StalePartialError(DataError):
+    """A partial file was made with other settings and the caller asked to keep it (``stale="error"``)."""
+
+
 class ResumableJsonl:
     """An append-only JSONL file of finished units, for jobs that a cluster may kill.
 
-    A *unit* (a text to rewrite, a prompt to continue) is written as all its records at once, then flushed
-    and fsynced, so after a kill the file holds whole units plus at most one torn line, which ``open``
-    truncates. ``done`` is the set of unit keys already present; a restarted job skips them.
+    A *unit* (a text to rewrite, a prompt's samples) counts as done only when it is *committed*: its records are
+    written, flushed and fsynced to ``<output>.partial``, then one line naming the unit and its record count is
+    written, flushed and fsynced to the index ``<output>.partial.units``. After a kill at any byte, ``open`` keeps
+    exactly the committed units (a unit whose records or index line were cut is redone whole) and truncates both
+    files to them, so appends start clean and the finished file equals an uninterrupted run's byte for byte.
 
-    The finished file is moved into place by ``finalize`` so that Snakemake sees the output only when the
-    whole shard is done; the partial file lives beside it as ``<output>.partial``.
+    The index's first line holds the ``settings`` the partial was made with (models, decoding settings, inputs:
+    whatever changes its records). A partial made with other settings (or without an index) is discarded, and
+    logged, with ``stale="discard"`` (the rules: Snakemake already decided the job must run), or refused with
+    ``stale="error"`` (the CLI: nothing a user made is dropped silently).
+
+    ``finalize`` moves the finished file into place, so Snakemake sees the output only when the whole shard is
+    done, and removes the index.
     """
 
-    def __init__(self, output: str | os.PathLike, key: str = "id"):
+    def __init__(self, output: str | os.PathLike, key: str = "id", *, settings=None, stale: str = "discard"):
+        if stale not in ("discard", "error"):
+            raise ValueError(f"stale must be 'discard' or 'error', got {stale!r}")
         self.output = Path(output)
         self.partial = self.output.with_name(self.output.name + ".partial")
+        self.index = self.output.with_name(self.output.name + ".partial.units")
         self.key = key
+        self.settings = json.loads(json.dumps(_plain(settings if settings is not None else {}), sort_keys=True))
+        self.stale = stale
         self.done: set = set()
-        self._fh = None
+        self._fh = self._ih = None
+
+    def _committed(self) -> list[tuple[object, int]] | None:
+        """(unit, record count) of every committed unit, or ``None`` when the partial is stale."""
+        if not self.index.exists():
+            return None
+        units, settings = [], None
+        for i, line in enumerate(self.index.read_bytes().splitlines(keepends=True)):
+            if not line.endswith(b"\n"):
+                break  # torn index line: that unit is not committed
+            try:
+                rec = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                break
+            if i == 0:
+                settings = rec.get("settings")
+                continue
+            units.append((rec["unit"], int(rec["records"])))
+        return units if settings == self.settings else None
+
+    def is_stale(self) -> bool:
+        """Whether a partial file exists that was made with other settings: its stamp lacks one of this object's
+        settings or has another value there (a cheap check before any model loads: the caller may know only part
+        of the stamp)."""
+        if not self.partial.exists():
+            return False
+        stored = self._stamp()
+        return not isinstance(stored, dict) or any(stored.get(k) != v for k, v in self.settings.items())
+
+    def _stamp(self):
+        """The settings in the index's first line; ``None`` without a readable index."""
+        try:
+            with open(self.index, "rb") as fh:
+                first = fh.readline()
+            return json.loads(first.decode("utf-8"))["settings"] if first.endswith(b"\n") else None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+            return None
+
+    def restore(self) -> Path:
+        """Move a finished output back to a committed partial (every unit of it done), e.g. when a later step
+        of the same job failed and Snakemake would delete the output: the rerun then skips decoding."""
+        records = list(iter_jsonl(self.output))
+        units: list[tuple[object, int]] = []
+        for rec in records:
+            if units and units[-1][0] == rec[self.key]:
+                units[-1] = (units[-1][0], units[-1][1] + 1)
+            else:
+                units.append((rec[self.key], 1))
+        write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in
+                           [{"settings": self.settings}, *({"unit": u, "records": n} for u, n in units)]), self.index)
+        os.replace(self.output, self.partial)
+        return self.partial
 
     def open(self) -> "ResumableJsonl":
         self.output.parent.mkdir(parents=True, exist_ok=True)
-        if self.partial.exists():
-            good = []
-            with open(self.partial, encoding="utf-8") as fh:
-                for line in fh:
-                    if not line.endswith("\n"):
-                        break  # torn tail
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError:
-                        break
-                    good.append(line)
-                    self.done.add(rec[self.key])
-            # Rewrite without the torn tail so appends start on a clean line.
-            with open(self.partial, "w", encoding="utf-8") as fh:
-                fh.writelines(good)
+        units = self._committed() if self.partial.exists() else None
+        if self.partial.exists() and units is None:
+            if self.stale == "error":
+                raise StalePartialError(f"{self.partial} was made with other settings (or by an older version); "
+                                        f"delete it and {self.index.name} to start over, or repeat the command "
+                                        "that made it")
+            log.warning("%s was made with other settings: discarded, every unit is redone", self.partial)
+        kept_lines, kept_units = [], []
+        if units:
+            # Bytes, not text: a kill can cut a multi-byte character; only whole lines are decoded.
+            lines = [line.decode("utf-8", errors="replace") for line in
+                     self.partial.read_bytes().splitlines(keepends=True) if line.endswith(b"\n")]
+            pos = 0
+            for unit, n in units:
+                chunk = lines[pos:pos + n]
+                try:
+                    whole = len(chunk) == n and all(json.loads(line)[self.key] == unit for line in chunk)
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    whole = False
+                if not whole:
+                    break  # records cut after the index line: impossible by the write order, redone if seen
+                kept_lines += chunk
+                kept_units.append((unit, n))
+                pos += n
+            dropped = len(lines) - pos
+            if dropped:
+                log.info("%s: %d record line(s) of an unfinished unit dropped", self.partial, dropped)
+        # Rewrite both files to the committed units, so appends start on clean lines.
+        write_text("".join(kept_lines), self.partial)
+        write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in
+                           [{"settings": self.settings}, *({"unit": u, "records": n} for u, n in kept_units)]),
+                   self.index)
+        self.done = {u for u, _ in kept_units}
         self._fh = open(self.partial, "a", encoding="utf-8")
+        self._ih = open(self.index, "a", encoding="utf-8")
         return self
 
-    def write_unit(self, records: Iterable[dict]) -> None:
-        """Append all records of one finished unit, durably."""
-        lines = [json.dumps(_plain(r), ensure_ascii=False) + "\n" for r in records]
-        self._fh.write("".join(lines))
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        for line in lines:
-            self.done.add(json.loads(line)[self.key])
+    def write_unit(self, records: Iterable[dict], unit=None) -> None:
+        """Append all records of one finished unit (``unit``: its key, default the records' own), durably, then
+        commit it."""
+        records = list(records)
+        keys = {_plain(r[self.key]) for r in records}
+        if unit is None:
+            if len(keys) != 1:
+                raise DataError(f"{self.partial}: a unit's records must share one {self.key!r}, got {sorted(keys)[:5]}")
+            unit = keys.pop()
+        elif keys - {unit}:
+            raise DataError(f"{self.partial}: unit {unit!r} has records of {sorted(keys - {unit})[:5]}")
+        for fh, text in ((self._fh, "".join(json.dumps(_plain(r), ensure_ascii=False) + "\n" for r in records)),
+                         (self._ih, json.dumps({"unit": _plain(unit), "records": len(records)},
+                                               ensure_ascii=False) + "\n")):
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.done.add(_plain(unit))
 
     def finalize(self) -> Path:
         """Close the partial file and move it to the output path."""
@@ -211,12 +319,14 @@ class ResumableJsonl:
         if not self.partial.exists():
             self.partial.touch()
         os.replace(self.partial, self.output)
+        self.index.unlink(missing_ok=True)
         return self.output
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        for name in ("_fh", "_ih"):
+            if getattr(self, name) is not None:
+                getattr(self, name).close()
+                setattr(self, name, None)
 
     def __enter__(self):
         return self.open()

@@ -65,6 +65,35 @@ def rule_job(snakemake, *, offline: bool | None = None):
             sys.stdout, sys.stderr = saved[2], saved[3]
 
 
+def file_signature(path, hash_limit: int = 16 << 20) -> list:
+    """What identifies an input's content cheaply: the SHA-256 of each file up to ``hash_limit`` bytes, the size
+    and modification time of larger ones (model weights), over a folder's files in sorted order."""
+    from hspd.io import file_sha256
+
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    out = []
+    for f in files:
+        st = f.stat()
+        name = f.name if f == path else str(f.relative_to(path))
+        out.append([name, file_sha256(f) if st.st_size <= hash_limit else [st.st_size, st.st_mtime_ns]])
+    return out
+
+
+def job_settings(snakemake, ignore=("batch",), skip_inputs=()) -> dict:
+    """The settings a rule's resumable output is made with: its params (without those whose name contains one of
+    ``ignore``: batch sizes change no result) and the content signature of each input (without the named inputs
+    ``skip_inputs``, e.g. a scorer that reads the output later). A partial file made with other settings is
+    discarded (``hspd.io.ResumableJsonl``), so a changed setting, model or library module never mixes into it."""
+    from hspd.io import _plain
+
+    params = {k: _plain(v) for k, v in snakemake.params.items() if not any(word in k for word in ignore)}
+    named = [getattr(snakemake.input, key, None) or [] for key in skip_inputs]
+    skipped = {str(f) for files in named for f in ([files] if isinstance(files, str) else files)}
+    inputs = {str(p): file_signature(p) for p in snakemake.input if str(p) not in skipped and Path(p).exists()}
+    return {"params": params, "inputs": inputs}
+
+
 def environment() -> dict:
     """Versions of what the results depend on, for provenance records."""
     import importlib.metadata as md

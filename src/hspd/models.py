@@ -135,18 +135,52 @@ def load_causal_lm(spec: Mapping[str, Any] | Source, name: str = "model", *, dev
     return model.to(dev).eval()
 
 
+def context_length(model) -> int | None:
+    """The model's position limit (``n_positions`` for GPT2, ``max_position_embeddings`` elsewhere), or None."""
+    cfg = model.config
+    for attr in ("n_positions", "max_position_embeddings", "max_sequence_length", "seq_length"):
+        value = getattr(cfg, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def vocab_size(tokenizer) -> int:
     """The number of token ids the tokenizer can produce (``len``, which counts added tokens)."""
     return len(tokenizer)
 
 
+def tokenizer_identity(tokenizer) -> dict:
+    """What makes two tokenizers produce the same ids: the token → id map (added tokens included), the merges
+    or other model data of a fast tokenizer, and the BOS / EOS / UNK ids."""
+    import json
+
+    ident = {"size": len(tokenizer), "vocab": tokenizer.get_vocab(),
+             "special": {k: getattr(tokenizer, f"{k}_token_id", None) for k in ("bos", "eos", "unk")}}
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        model = json.loads(backend.to_str()).get("model", {})
+        ident["model"] = {k: v for k, v in model.items() if k != "vocab"}  # merges, unk handling, byte fallback …
+    return ident
+
+
 def check_same_tokenizer(tok_a, tok_b, name_a: str, name_b: str) -> None:
-    """Dual-model decoding needs one vocabulary: compare sizes and the full token→id maps."""
-    if len(tok_a) != len(tok_b) or tok_a.get_vocab() != tok_b.get_vocab():
-        raise ModelError(
-            f"tokenizers differ: {name_a} has {len(tok_a)} tokens, {name_b} has {len(tok_b)}; "
-            "SoCD and CD need the base and the toxic model to share one tokenizer"
-        )
+    """Models that decode together (SoCD, CD, UniDetox, DExperts) or share weights (Task Arithmetic) need one
+    tokenizer: the size, the full token → id map, the merges and the special ids are compared, and the first
+    difference is named."""
+    a, b = tokenizer_identity(tok_a), tokenizer_identity(tok_b)
+    if a == b:
+        return
+    if a["size"] != b["size"]:
+        what = f"{name_a} has {a['size']} tokens, {name_b} has {b['size']}"
+    elif a["vocab"] != b["vocab"]:
+        token = next(t for t in sorted(set(a["vocab"]) | set(b["vocab"])) if a["vocab"].get(t) != b["vocab"].get(t))
+        what = f"token {token!r} has id {a['vocab'].get(token)} in {name_a} but {b['vocab'].get(token)} in {name_b}"
+    elif a["special"] != b["special"]:
+        what = f"special token ids differ: {name_a} {a['special']}, {name_b} {b['special']}"
+    else:
+        what = "the same vocabulary but other merges (or other tokenizer model settings)"
+    raise ModelError(f"tokenizers differ: {what}; the models must share one tokenizer")
 
 
 def special_prefix(tokenizer) -> list[int]:

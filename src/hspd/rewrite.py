@@ -128,7 +128,7 @@ def rewrite_shard(texts, *, base_model, toxic_model, tokenizer, method: str, var
                   temperatures: Sequence[float] | None = None, samples_per_temperature: int | None = None,
                   seed: int = 0, max_new_tokens: int = 256, batch_texts: int = 8, k_min: int = 10,
                   cd_alpha: float = 0.1, cd_beta: float = 0.5, output_path: str | os.PathLike,
-                  toxic_tokenizer=None, progress: bool = True) -> Path:
+                  toxic_tokenizer=None, settings=None, stale: str = "discard", progress: bool = True) -> Path:
     """Generate every candidate of every text and write them to ``output_path`` (JSONL), resumably.
 
     Candidates are appended one text at a time to ``<output_path>.partial``; a restarted job skips the texts
@@ -143,11 +143,14 @@ def rewrite_shard(texts, *, base_model, toxic_model, tokenizer, method: str, var
         variant: ``paper`` or ``code`` (SPEC §3).
         temperatures, samples_per_temperature: the candidate grid (``None``: SPEC default of the variant).
         batch_texts: texts per decoding batch, each with all its candidates; halves itself on GPU OOM.
+        settings: what else identifies the candidates (the models, the texts: ``hspd.jobs.job_settings``); a
+            partial file made with other settings or arguments is discarded (``stale="error"``: refused).
 
     Returns:
         ``output_path``.
     """
     from hspd.decoding import DualModelDecoder, Row, decode_units, row_seed, sampling_config
+    from hspd.models import context_length
     from hspd.socd import make_combiner
 
     # Everything that can be wrong with the inputs fails here, before a model runs.
@@ -162,21 +165,40 @@ def rewrite_shard(texts, *, base_model, toxic_model, tokenizer, method: str, var
     log.info("rewrite %s (%s): %d texts × %d candidates, sampling %s, eos %s", method, variant, len(texts),
              len(plan), decoder.sampling, decoder.eos)
 
+    # A text whose prompt leaves no room for max_new_tokens in either model's context is not decoded (it would
+    # crash its whole batch): its candidates are written invalid, finish "too_long", and ranking drops it.
+    limit = min((c for c in (context_length(base_model), toxic_model is not None and context_length(toxic_model))
+                 if c), default=None)
+    prompts = {text_id: tokenizer(build_prompt(tokenizer, text), add_special_tokens=False)["input_ids"]
+               for text_id, text in zip(texts["id"].tolist(), texts["text"].tolist())}
+    too_long = {i for i, ids in prompts.items() if limit is not None and len(ids) + max_new_tokens > limit}
+    if too_long:
+        log.warning("%d text(s) too long for a %d-position context with %d new tokens, not rewritten: %s",
+                    len(too_long), limit, max_new_tokens, sorted(map(str, too_long))[:20])
+
     def run(batch):
-        prompts = [tokenizer(build_prompt(tokenizer, text), add_special_tokens=False)["input_ids"] for _, text in batch]
-        rows = [Row(i, temp, row_seed(seed, text_id, cand)) for i, (text_id, _) in enumerate(batch) for cand, temp in plan]
-        return decoder.generate(prompts, rows)
+        fit = [text_id for text_id, _ in batch if text_id not in too_long]
+        rows = [Row(j, temp, row_seed(seed, text_id, cand)) for j, text_id in enumerate(fit) for cand, temp in plan]
+        outputs = iter(decoder.generate([prompts[t] for t in fit], rows) if fit else [])
+        # One list of rows per unit, in batch order; None for a text that was not decoded.
+        return [None if text_id in too_long else [next(outputs) for _ in plan] for text_id, _ in batch]
 
     def records(batch, outputs):
-        n = len(plan)
-        return (_records(text_id, plan, outputs[i * n:(i + 1) * n]) for i, (text_id, _) in enumerate(batch))
+        return (_records(text_id, plan, rows) for (text_id, _), rows in zip(batch, outputs))
 
     units = list(zip(texts["id"].tolist(), texts["text"].tolist()))
     return decode_units(units, output_path=output_path, key="id", unit_key=lambda u: u[0], batch_size=batch_texts,
-                        generate=run, records=records, desc=f"rewrite {method}", progress=progress)
+                        generate=run, records=records, desc=f"rewrite {method}", progress=progress, stale=stale,
+                        settings={"rewrite": {"method": method, "variant": variant, "plan": plan, "seed": seed,
+                                              "max_new_tokens": max_new_tokens, "k_min": k_min, "cd_alpha": cd_alpha,
+                                              "cd_beta": cd_beta},
+                                  **(settings or {})})
 
 
 def _records(text_id, plan, outputs) -> list[dict[str, Any]]:
+    if outputs is None:  # too long to decode
+        return [{"id": text_id, "candidate": cand, "temperature": temp, "text": "", "valid": False, "n_tokens": 0,
+                 "finish": "too_long", "mean_alpha": None, "mean_k": None} for cand, temp in plan]
     records = []
     for (cand, temp), row in zip(plan, outputs):
         text, valid = extract_answer(row.text, stopped=row.finish != "length")

@@ -8,7 +8,7 @@
   counted.
 
 torch, detoxify and sentence_transformers are imported inside the classes that need them, so this module
-is cheap to import; the ranking takes the scorer and embedder as arguments (tests inject small fakes).
+is cheap to import. Detoxify checkpoints are loaded as data (``weights_only``), never unpickled as code; the ranking takes the scorer and embedder as arguments (tests inject small fakes).
 """
 
 from __future__ import annotations
@@ -75,15 +75,8 @@ class ToxicityScorer:
         self.name = str(self.checkpoint) if self.checkpoint else f"detoxify:{self.release}"
         self.device = pick_device(device)
 
-        from detoxify import Detoxify
-
-        try:
-            if self.checkpoint is not None:
-                self.detoxify = Detoxify(checkpoint=str(self.checkpoint), device=self.device)
-            else:
-                self.detoxify = Detoxify(model_type=self.release, device=self.device)
-        except Exception as exc:  # torch.load, torch.hub and from_pretrained raise many types
-            raise ModelError(f"toxicity scorer {self.name}: cannot load: {type(exc).__name__}: {exc}") from exc
+        path = self.checkpoint if self.checkpoint is not None else release_checkpoint(self.release)
+        self.detoxify = DetoxifyModel(path, self.device, name=self.name)
         self.dimensions = list(self.detoxify.class_names)
         missing = [d for d in DIMENSIONS if d not in self.dimensions]
         if missing:
@@ -125,6 +118,92 @@ class ToxicityScorer:
 
             rec = {"name": "toxicity scorer", "kind": "detoxify", "ref": self.release, "url": MODEL_URLS[self.release]}
         return {**rec, "classes": self.dimensions, "device": str(self.device)}
+
+
+def release_checkpoint(release: str) -> Path:
+    """The local file of a Detoxify release model (``original``, ``unbiased`` …): torch.hub's cache, where
+    Detoxify itself keeps it. Offline, a missing file is an error that says where to put it, never a download;
+    online, the download is checked against the SHA-256 prefix in the release's file name."""
+    import os
+    import re
+
+    import torch
+    from detoxify.detoxify import MODEL_URLS
+
+    from hspd.models import OFFLINE_VARS
+
+    url = MODEL_URLS[release]
+    path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
+    if path.is_file():
+        return path
+    if any(os.environ.get(v) == "1" for v in OFFLINE_VARS):
+        raise ModelError(f"toxicity scorer detoxify:{release}: offline and {path} is missing; download {url} "
+                         f"there, or give a Detoxify-format checkpoint file (toxicity_scorer.checkpoint / --scorer)")
+    match = re.search(r"-([0-9a-f]{8,})\.", path.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.hub.download_url_to_file(url, str(path), hash_prefix=match.group(1) if match else None, progress=False)
+    return path
+
+
+class DetoxifyModel:
+    """A Detoxify-format checkpoint (``{"config": …, "state_dict": …}``) loaded as data: ``torch.load`` with
+    ``weights_only``, so a file that carries code is refused instead of run, then the classifier built from the
+    config's transformers class and the state dict (Detoxify's own loader unpickles anything).
+
+    ``predict(texts)`` returns ``{class: [probability, …]}`` (sigmoid), Detoxify's class names."""
+
+    # Detoxify's renaming of the Jigsaw classes.
+    RENAME = {"toxic": "toxicity", "identity_hate": "identity_attack", "severe_toxic": "severe_toxicity"}
+
+    def __init__(self, path, device, *, name: str):
+        import pickle
+
+        import torch
+        import transformers
+
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            reason = next((line for line in str(exc).splitlines() if "global" in line.lower()), None)
+            if reason is None:  # not a pickle at all, or a broken one
+                raise ModelError(f"toxicity scorer {name}: cannot read {path}: not a torch checkpoint") from exc
+            raise ModelError(f"toxicity scorer {name}: {path} holds more than tensors and plain data (unpickling it "
+                             f"could run code), so it is refused. {reason.strip()}") from exc
+        except Exception as exc:  # a truncated or foreign file
+            raise ModelError(f"toxicity scorer {name}: cannot read {path}: {type(exc).__name__}: {exc}") from exc
+        try:
+            args = loaded["config"]["arch"]["args"]
+            classes = list(loaded["config"]["dataset"]["args"]["classes"])
+            state = loaded["state_dict"]
+            model_class = getattr(transformers, args["model_name"])
+            tokenizer_class = getattr(transformers, args["tokenizer_name"])
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ModelError(f"toxicity scorer {name}: {path} is not a Detoxify-format checkpoint (config.arch.args "
+                             f"with model_name and tokenizer_name, config.dataset.args.classes, state_dict): "
+                             f"{type(exc).__name__}: {exc}") from exc
+        try:
+            config = model_class.config_class.from_pretrained(args["model_type"], num_labels=args["num_classes"])
+            model = model_class(config)
+            # Lenient only about buffers that older transformers saved (position ids), as from_pretrained is.
+            result = model.load_state_dict(state, strict=False)
+            unexpected = [k for k in result.unexpected_keys if not k.endswith("position_ids")]
+            if result.missing_keys or unexpected:
+                raise ValueError(f"state dict does not fit: missing {result.missing_keys[:5]}, "
+                                 f"unexpected {unexpected[:5]}")
+            self.tokenizer = tokenizer_class.from_pretrained(args["model_type"])
+        except Exception as exc:  # from_pretrained raises many types
+            raise ModelError(f"toxicity scorer {name}: cannot build {args['model_name']} from "
+                             f"{args['model_type']!r}: {type(exc).__name__}: {exc}") from exc
+        self.model = model.to(device).eval()
+        self.class_names = [self.RENAME.get(c, c) for c in classes]
+
+    def predict(self, texts):
+        import torch
+
+        with torch.inference_mode():
+            inputs = self.tokenizer(texts, return_tensors="pt", truncation=True, padding=True).to(self.model.device)
+            scores = torch.sigmoid(self.model(**inputs).logits.float()).cpu()
+        return {c: scores[:, i].tolist() for i, c in enumerate(self.class_names)}
 
 
 class SentenceEmbedder:

@@ -1,13 +1,12 @@
 """One evaluation seed of one model on the ToxiGen prompts (SPEC §5), in one job so the model loads once: 25
-continuations of ≤ 20 new tokens per prompt (resumable), their Detoxify toxicity (prompt removed), TP and EMT
-per category, and Dist-n."""
+continuations of ≤ 20 new tokens per prompt (resumable, stamped with the settings that made them; the scorer is
+not one of them), their Detoxify toxicity (prompt removed), TP and EMT per category, and Dist-n."""
 
 import gc
-import os
 
-from hspd.evaluate import toxigen_generate
-from hspd.io import read_table, write_json, write_table
-from hspd.jobs import rule_job
+from hspd.evaluate import generation_settings, toxigen_generate
+from hspd.io import ResumableJsonl, read_table, write_json, write_table
+from hspd.jobs import job_settings, rule_job
 from hspd.metrics import continuations_by_prompt, diversity_metrics
 from hspd.scoring import ToxicityScorer, score_toxigen
 from hspd.treatments import load_treated, model_prompts
@@ -26,11 +25,13 @@ with rule_job(snakemake) as log:
     # A pre-prompt is part of the model's input only: continuations, scores and PPL see the ToxiGen prompt alone.
     seen = model_prompts(prompts, system.prefix)
     log.info("%s: %d prompts × %d samples, seed %s", name, len(prompts), p.n_samples, wc.seed)
-    toxigen_generate(system.model, system.tokenizer, seen, n_samples=p.n_samples,
-                     max_new_tokens=p.max_new_tokens, top_p=p.top_p, temperature=p.temperature, top_k=p.top_k,
-                     seed=int(wc.seed), batch_prompts=p.batch_prompts, decoder=decoder, output_path=out.generations,
-                     progress=True)
-    del system, decoder
+    sampling = dict(n_samples=p.n_samples, max_new_tokens=p.max_new_tokens, top_p=p.top_p, temperature=p.temperature,
+                    top_k=p.top_k, seed=int(wc.seed), decoder=decoder, settings=job_settings(
+                        snakemake, ignore=("batch", "scorer", "threshold", "dist_compat"), skip_inputs=("scorer",)))
+    toxigen_generate(system.model, system.tokenizer, seen, batch_prompts=p.batch_prompts, output_path=out.generations,
+                     progress=True, **sampling)
+    stamp = generation_settings(**sampling)
+    del system, decoder, sampling
     gc.collect()
     try:
         gens = read_table(out.generations, ["id", "sample", "continuation"], what="generations")
@@ -41,7 +42,7 @@ with rule_job(snakemake) as log:
     except BaseException:
         # Snakemake deletes a failed job's outputs: keep the continuations as a finished partial file, so the
         # rerun scores them instead of sampling them again.
-        os.replace(out.generations, f"{out.generations}.partial")
+        ResumableJsonl(out.generations, settings=stamp).restore()
         raise
     log.info("%s\n%s", metrics, diversity)
     write_table(scored, out.scores)
