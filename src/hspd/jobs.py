@@ -80,9 +80,9 @@ def file_signature(path, hash_limit: int = 16 << 20) -> list:
     return out
 
 
-def job_settings(snakemake, ignore=("batch",), skip_inputs=()) -> dict:
+def job_settings(snakemake, ignore=("batch", "offline"), skip_inputs=()) -> dict:
     """The settings a rule's resumable output is made with: its params (without those whose name contains one of
-    ``ignore``: batch sizes change no result) and the content signature of each input (without the named inputs
+    ``ignore``: batch sizes and the offline switch change no result) and the content signature of each input (without the named inputs
     ``skip_inputs``, e.g. a scorer that reads the output later). A partial file made with other settings is
     discarded (``hspd.io.ResumableJsonl``), so a changed setting, model or library module never mixes into it."""
     from hspd.io import _plain

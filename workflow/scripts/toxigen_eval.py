@@ -25,9 +25,11 @@ with rule_job(snakemake) as log:
     # A pre-prompt is part of the model's input only: continuations, scores and PPL see the ToxiGen prompt alone.
     seen = model_prompts(prompts, system.prefix)
     log.info("%s: %d prompts × %d samples, seed %s", name, len(prompts), p.n_samples, wc.seed)
+    # The continuations' stamp: sampling settings, model, system; not the scorer, which reads them afterwards.
+    stamp_of = job_settings(snakemake, ignore=("batch", "offline", "scorer", "threshold", "dist_compat"),
+                            skip_inputs=("scorer",))
     sampling = dict(n_samples=p.n_samples, max_new_tokens=p.max_new_tokens, top_p=p.top_p, temperature=p.temperature,
-                    top_k=p.top_k, seed=int(wc.seed), decoder=decoder, settings=job_settings(
-                        snakemake, ignore=("batch", "scorer", "threshold", "dist_compat"), skip_inputs=("scorer",)))
+                    top_k=p.top_k, seed=int(wc.seed), decoder=decoder, settings=stamp_of)
     toxigen_generate(system.model, system.tokenizer, seen, batch_prompts=p.batch_prompts, output_path=out.generations,
                      progress=True, **sampling)
     stamp = generation_settings(**sampling)
