@@ -183,6 +183,9 @@ def test_top_p_mask_smallest_set_reaching_p():
     assert top_p_mask(lp, 0.1).tolist() == [[True, False, False, False]]     # the most probable always
     shuffled = lp[:, [2, 0, 3, 1]]
     assert top_p_mask(shuffled, 0.8).tolist() == [[False, True, False, True]]
+    # p = 1 keeps every token, even a tail whose cumulative sum rounds to 1 before it.
+    tail = torch.tensor([[1.0 - 1e-9, 1e-9, 1e-12]]).log()
+    assert top_p_mask(tail, 1.0).all()
 
 
 def test_detoxigen_logits_by_hand():

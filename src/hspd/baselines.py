@@ -231,6 +231,8 @@ def top_p_mask(log_probs, top_p: float):
 
     if not 0.0 < top_p <= 1.0:
         raise ConfigError(f"top_p must lie in (0, 1], got {top_p}")
+    if top_p >= 1.0:  # every token (a cumulative sum that rounds to 1 early would drop the tail)
+        return torch.ones_like(log_probs, dtype=torch.bool)
     sorted_lp, order = torch.sort(log_probs, dim=-1, descending=True)
     before = torch.cumsum(sorted_lp.exp(), dim=-1) - sorted_lp.exp()  # mass of the more probable tokens
     keep_sorted = before < top_p

@@ -102,7 +102,10 @@ def load_treated(model_spec: Mapping, treatment: Mapping, *, name: str, selectio
 
         top_p = float((treatment.get("options") or {}).get("top_p", 0.9))
         detoxifier = SoftPromptedLM(model, load_soft_prompt(trained[0], model.config.hidden_size).to(model.device))
-        score = functools.partial(detoxigen_logits, alpha=value, top_p=top_p, vocab_size=len(tokenizer))
+        # lm-eval scores the contrast without the generator's top-p set: that set is a sampling filter (as the
+        # protocol's nucleus, which no system's likelihoods see); restricted, every answer letter outside it
+        # would be −inf and MMLU a tie broken towards "A".
+        score = functools.partial(detoxigen_logits, alpha=value, top_p=1.0, vocab_size=len(tokenizer))
         log.info("%s: DetoxiGen at α = %s (generator top-p %s)", name, value, top_p)
         return Loaded(model, tokenizer, name, value=value,
                       decoder=functools.partial(detoxigen_decoder, model, detoxifier, tokenizer, value, top_p),
