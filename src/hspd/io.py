@@ -250,10 +250,14 @@ class ResumableJsonl:
                 units[-1] = (units[-1][0], units[-1][1] + 1)
             else:
                 units.append((rec[self.key], 1))
-        write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in
-                           [{"settings": self.settings}, *({"unit": u, "records": n} for u, n in units)]), self.index)
+        self._write_index(units)
         os.replace(self.output, self.partial)
         return self.partial
+
+    def _write_index(self, units) -> None:
+        """The index as ``open`` reads it: the settings line, then one line per committed (unit, record count)."""
+        write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in
+                           [{"settings": self.settings}, *({"unit": u, "records": n} for u, n in units)]), self.index)
 
     def open(self) -> "ResumableJsonl":
         self.output.parent.mkdir(parents=True, exist_ok=True)
@@ -286,9 +290,7 @@ class ResumableJsonl:
                 log.info("%s: %d record line(s) of an unfinished unit dropped", self.partial, dropped)
         # Rewrite both files to the committed units, so appends start on clean lines.
         write_text("".join(kept_lines), self.partial)
-        write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in
-                           [{"settings": self.settings}, *({"unit": u, "records": n} for u, n in kept_units)]),
-                   self.index)
+        self._write_index(kept_units)
         self.done = {u for u, _ in kept_units}
         self._fh = open(self.partial, "a", encoding="utf-8")
         self._ih = open(self.index, "a", encoding="utf-8")
