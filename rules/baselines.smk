@@ -40,7 +40,6 @@ rule distill:
         alpha=lambda wc: DISTILLED[wc.source],
         n_texts=UNI["n_texts"],
         max_new_tokens=UNI["max_new_tokens"],
-        batch_texts=UNI["batch_texts"],
         n_shards=UNI["shards"],
         seed=UNI["seed"],
         offline=config["offline"],
@@ -51,6 +50,7 @@ rule distill:
     threads: threads_of("distill")
     resources:
         **resources_of("distill"),
+        batch_texts=UNI["batch_texts"],
     conda:
         ENV_TORCH
     script:

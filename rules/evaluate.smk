@@ -30,10 +30,8 @@ rule toxigen_eval:
         top_p=EVAL["top_p"],
         temperature=EVAL["temperature"],
         top_k=50 if EVAL["unidetox_compat"] else None,
-        batch_prompts=EVAL["batch_prompts"],
         scorer=config["toxicity_scorer"],
         threshold=EVAL["toxicity_threshold"],
-        score_batch_size=config["ranking"]["batch_size"],
         dist_compat=EVAL["dist_compat"],
         offline=config["offline"],
     log:
@@ -43,6 +41,8 @@ rule toxigen_eval:
     threads: threads_of("toxigen_eval")
     resources:
         **resources_of("toxigen_eval", target_size),
+        batch_prompts=EVAL["batch_prompts"],
+        score_batch_size=config["ranking"]["batch_size"],
     conda:
         ENV_TORCH
     script:
@@ -61,7 +61,6 @@ rule perplexity:
         model=config["models"][EVAL["perplexity_model"]],
         model_name=EVAL["perplexity_model"],
         ppl_max=EVAL["ppl_max"],
-        batch_size=EVAL["ppl_batch_size"],
         offline=config["offline"],
     log:
         "logs/perplexity/{split}/{target}/{system}/{setting}/seed{seed}.log",
@@ -70,6 +69,7 @@ rule perplexity:
     threads: threads_of("perplexity")
     resources:
         **resources_of("perplexity"),
+        batch_size=EVAL["ppl_batch_size"],
     conda:
         ENV_TORCH
     script:
@@ -90,7 +90,6 @@ rule mmlu:
         treatment=treatment,
         task={k: v for k, v in EVAL["mmlu"].items() if k in ("task", "local", "dev")},
         num_fewshot=lambda wc: config["targets"][wc.target]["mmlu_shots"],
-        batch_size=EVAL["mmlu"]["batch_size"],
         limit=EVAL["mmlu"]["limit"],
         offline=config["offline"],
     log:
@@ -100,6 +99,7 @@ rule mmlu:
     threads: threads_of("mmlu")
     resources:
         **resources_of("mmlu", target_size),
+        batch_size=EVAL["mmlu"]["batch_size"],
     conda:
         ENV_TORCH
     script:

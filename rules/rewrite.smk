@@ -21,7 +21,6 @@ rule rewrite_candidates:
         cd_alpha=REWRITE["cd"]["alpha"],
         cd_beta=REWRITE["cd"]["beta"],
         max_new_tokens=REWRITE["max_new_tokens"],
-        batch_texts=REWRITE["batch_texts"],
         n_shards=REWRITE["shards"],
         seed=REWRITE["seed"],
         offline=config["offline"],
@@ -32,6 +31,7 @@ rule rewrite_candidates:
     threads: threads_of("rewrite_candidates")
     resources:
         **resources_of("rewrite_candidates", base_size),
+        batch_texts=REWRITE["batch_texts"],
     conda:
         ENV_TORCH
     script:
@@ -53,7 +53,6 @@ rule rank_candidates:
         report="results/corpora/{base}/{method}.report.json",
     params:
         lam=config["ranking"]["lam"],
-        batch_size=config["ranking"]["batch_size"],
         scorer=config["toxicity_scorer"],
         embedder=config["models"][config["ranking"]["embedder"]],
         embedder_name=config["ranking"]["embedder"],
@@ -65,6 +64,7 @@ rule rank_candidates:
     threads: threads_of("rank_candidates")
     resources:
         **resources_of("rank_candidates"),
+        batch_size=config["ranking"]["batch_size"],
     conda:
         ENV_TORCH
     script:
@@ -87,7 +87,6 @@ rule direct_toxicity:
     params:
         corpora=[{"base": b, "method": m} for b, m in grid_corpora(config)],
         scorer=config["toxicity_scorer"],
-        batch_size=config["ranking"]["batch_size"],
         offline=config["offline"],
     log:
         "logs/direct_toxicity.log",
@@ -96,6 +95,7 @@ rule direct_toxicity:
     threads: threads_of("direct_toxicity")
     resources:
         **resources_of("direct_toxicity"),
+        batch_size=config["ranking"]["batch_size"],
     conda:
         ENV_TORCH
     script:

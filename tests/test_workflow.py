@@ -211,6 +211,19 @@ def test_demo_rerun_is_a_no_op(demo_run):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
+def test_inference_batch_sizes_invalidate_nothing(demo_run):
+    """Batch sizes of decoding, scoring, perplexity and MMLU change no result (each has a batch-invariance test),
+    so they reach the jobs as resources, which Snakemake does not compare, and a finished run stays finished."""
+    work, _ = demo_run
+    proc = run(["--profile", "demo", "-n", "--config", "ranking={batch_size: 3}", "rewrite={batch_texts: 1}",
+                "systems={unidetox: {batch_texts: 1}}",
+                "evaluation={batch_prompts: 1, ppl_batch_size: 1, mmlu: {batch_size: 1}}"], cwd=work)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    proc = run(["--profile", "demo", "-n", "-R", "rank_candidates", "--config", "ranking={batch_size: 3}"], cwd=work)
+    assert "batch_size=3" in proc.stdout + proc.stderr  # the job still receives it
+
+
 def test_every_rule_declares_the_library_modules_its_script_imports():
     """A rule's `lib(...)` names every hspd module its script imports (lib() adds what those import in turn), so
     an edit of any module its results depend on reruns it."""

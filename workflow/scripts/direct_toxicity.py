@@ -10,7 +10,7 @@ with rule_job(snakemake) as log:
     corpora = {"raw": read_table(snakemake.input.raw, ["text"])}
     for spec, path in zip(p.corpora, snakemake.input.corpora):
         corpora[f"{spec['method']}_{spec['base']}"] = read_table(path, ["text"])
-    table = direct_toxicity(corpora, ToxicityScorer(p.scorer), batch_size=p.batch_size)
+    table = direct_toxicity(corpora, ToxicityScorer(p.scorer), batch_size=snakemake.resources.batch_size)
     bases = {"raw": "raw", **{f"{s['method']}_{s['base']}": s["base"] for s in p.corpora}}
     methods = {"raw": "raw", **{f"{s['method']}_{s['base']}": s["method"] for s in p.corpora}}
     table.insert(1, "base", table["corpus"].map(bases))

@@ -16,5 +16,6 @@ with rule_job(snakemake) as log:
     toxic = load_causal_lm(toxic_spec, f"toxic {p.base_name}") if toxic_spec else None
     distill_shard(base_model=base, toxic_model=toxic, tokenizer=tokenizer, toxic_tokenizer=toxic_tokenizer,
                   alpha=p.alpha, n_texts=p.n_texts, shard=int(wc.shard), n_shards=p.n_shards,
-                  max_new_tokens=p.max_new_tokens, batch_texts=p.batch_texts, seed=p.seed, source=wc.source,
+                  max_new_tokens=p.max_new_tokens, batch_texts=snakemake.resources.batch_texts, seed=p.seed,
+                  source=wc.source,
                   settings=job_settings(snakemake), output_path=snakemake.output[0], progress=True)

@@ -12,7 +12,7 @@ with rule_job(snakemake) as log:
     system = load_treated(p.model, p.treatment, name=name, selection=snakemake.input.selection,
                           trained=snakemake.input.trained)
     result = run_mmlu(system.model, system.tokenizer, task_spec=dict(p.task), num_fewshot=p.num_fewshot,
-                      batch_size=p.batch_size, limit=p.limit, combine=system.combine,
+                      batch_size=snakemake.resources.batch_size, limit=p.limit, combine=system.combine,
                       system_instruction=system.prefix.rstrip("\n") or None)
     log.info("%s: %s", name, result)
     write_json(result, snakemake.output[0])

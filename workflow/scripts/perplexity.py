@@ -13,7 +13,7 @@ with rule_job(snakemake) as log:
     tokenizer = load_tokenizer(p.model, p.model_name, padding_side="right")
     model = load_causal_lm(p.model, p.model_name)
     ppl = conditional_perplexity(model, tokenizer, prompts.loc[gens["id"]].tolist(), gens["continuation"].tolist(),
-                                 batch_size=p.batch_size)
+                                 batch_size=snakemake.resources.batch_size)
     summary = mean_perplexity(ppl, max_ppl=p.ppl_max)
     log.info("%s", summary)
     write_json({**summary, "model": p.model_name}, snakemake.output[0])

@@ -14,7 +14,7 @@ with rule_job(snakemake) as log:
     scorer = ToxicityScorer(p.scorer)
     embedder = SentenceEmbedder(p.embedder, p.embedder_name)
     corpus, scored, report = rank_candidates(originals, candidates, scorer=scorer, embedder=embedder, lam=p.lam,
-                                             batch_size=p.batch_size)
+                                             batch_size=snakemake.resources.batch_size)
     log.info("kept %d of %d texts; %s", len(corpus), len(originals), report)
     write_table(corpus, snakemake.output.corpus)
     write_table(scored, snakemake.output.scores)

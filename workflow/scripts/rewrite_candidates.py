@@ -22,5 +22,5 @@ with rule_job(snakemake) as log:
     rewrite_shard(texts, base_model=base, toxic_model=toxic, tokenizer=tokenizer, toxic_tokenizer=toxic_tokenizer,
                   method=wc.method, variant=p.variant, temperatures=p.temperatures,
                   samples_per_temperature=p.samples_per_temperature, seed=p.seed, max_new_tokens=p.max_new_tokens,
-                  batch_texts=p.batch_texts, k_min=p.k_min, cd_alpha=p.cd_alpha, cd_beta=p.cd_beta,
+                  batch_texts=snakemake.resources.batch_texts, k_min=p.k_min, cd_alpha=p.cd_alpha, cd_beta=p.cd_beta,
                   settings=job_settings(snakemake), output_path=snakemake.output[0], progress=True)

@@ -30,15 +30,15 @@ with rule_job(snakemake) as log:
                             skip_inputs=("scorer",))
     sampling = dict(n_samples=p.n_samples, max_new_tokens=p.max_new_tokens, top_p=p.top_p, temperature=p.temperature,
                     top_k=p.top_k, seed=int(wc.seed), decoder=decoder, settings=stamp_of)
-    toxigen_generate(system.model, system.tokenizer, seen, batch_prompts=p.batch_prompts, output_path=out.generations,
-                     progress=True, **sampling)
+    toxigen_generate(system.model, system.tokenizer, seen, batch_prompts=snakemake.resources.batch_prompts,
+                     output_path=out.generations, progress=True, **sampling)
     stamp = generation_settings(**sampling)
     del system, decoder, sampling
     gc.collect()
     try:
         gens = read_table(out.generations, ["id", "sample", "continuation"], what="generations")
         scored, metrics = score_toxigen(gens, prompts, ToxicityScorer(p.scorer), threshold=p.threshold,
-                                        batch_size=p.score_batch_size, progress=True)
+                                        batch_size=snakemake.resources.score_batch_size, progress=True)
         ids, conts = continuations_by_prompt(gens, prompts["id"].tolist())
         diversity = diversity_metrics(conts, prompts.set_index("id").loc[ids, "text"].tolist(), compat=p.dist_compat)
     except BaseException:
