@@ -20,7 +20,7 @@ rule train_toxic_lm:
         "results/benchmarks/train_toxic_lm/{recipe}/{model}.tsv"
     threads: threads_of("train_toxic_lm")
     resources:
-        **resources_of("train_toxic_lm"),
+        **resources_of("train_toxic_lm", model_size),
     conda:
         ENV_TORCH
     script:

@@ -50,14 +50,21 @@ def scorer_files():
     return [spec["checkpoint"]] if "checkpoint" in spec else []
 
 
+# Config resource keys → the resource names Snakemake and its SLURM executor read.
+RESOURCE_NAMES = {"gpu": "gpu", "mem_mb": "mem_mb", "runtime": "runtime", "partition": "slurm_partition",
+                  "gpu_model": "gpu_model", "constraint": "constraint", "slurm_extra": "slurm_extra"}
+
+
 def resources_of(rule_name, size=None):
-    """Cluster resources from the config (`resources:` of `rule_name`), with per-size overrides.
+    """Cluster resources from the config (`resources:` of `rule_name`), with per-size overrides, and the
+    `device` the job computes on (hspd.jobs checks it). Resources are not compared by Snakemake, so none of
+    these reruns anything; an unset optional key is None, which Snakemake drops.
 
     `size` is a function of the wildcards (a target's size class, or a base model's name)."""
     def get(key):
-        return lambda wc: rule_resources(config, rule_name, size(wc) if size else None)[key]
+        return lambda wc: rule_resources(config, rule_name, size(wc) if size else None).get(key)
 
-    return {"gpu": get("gpu"), "mem_mb": get("mem_mb"), "runtime": get("runtime")}
+    return {name: get(key) for key, name in RESOURCE_NAMES.items()} | {"device": config["device"]}
 
 
 def threads_of(rule_name):
@@ -70,6 +77,11 @@ def target_size(wc):
 
 def base_size(wc):
     return wc.base
+
+
+def model_size(wc):
+    """The size class of the target a registry model is, if it is one (a toxic version of a target)."""
+    return next((t["size"] for t in config["targets"].values() if t["model"] == wc.model), None)
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ rule finetune:
         recipe=lambda wc: dict(system_of(wc).recipe),
         betas=FT["betas"],
         gradient_checkpointing=FT["gradient_checkpointing"],
+        save_dtype=FT["save_dtype"],
         lora=FT["lora"],
         offline=config["offline"],
     log:

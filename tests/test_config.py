@@ -1,6 +1,7 @@
 """The config schema and cross-checks: every bad config stops with a message naming the key path."""
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,9 @@ def _bad(paper, edit):
         (lambda c: c["toxigen_split"].__setitem__("val_fraction", 1.0), "toxigen_split.val_fraction"),
         (lambda c: c["finetune"]["lora"].__setitem__("enable", True), "finetune.lora: unknown key(s)"),
         (lambda c: c["resources"]["finetune"].__setitem__("gpus", 1), "resources.finetune: unknown key(s)"),
+        (lambda c: c.__setitem__("device", "gpu"), "device: 'gpu' is not one of ['auto', 'cpu', 'cuda']"),
+        (lambda c: c["resources"]["finetune"].__setitem__("partition", "gpu queue"), "resources.finetune.partition"),
+        (lambda c: c["partitions"].pop("cpu"), "partitions: 'cpu' is a required property"),
         (lambda c: c["evaluation"]["mmlu"].pop("task"), "evaluation.mmlu:"),
         (lambda c: c.pop("targets"), "'targets' is a required property"),
     ],
@@ -109,6 +113,13 @@ def test_schema_errors_name_the_key(paper, edit, expected):
          "systems.unidetox.finetune.save_steps[1]: step 20000 is beyond max_steps"),
         (lambda c: c["experiment"]["main"]["methods"].__setitem__(0, "socd-jsd"),
          "experiment.main.methods[0]: 'socd-jsd' is not in rewrite.methods"),
+        (lambda c: c["resources"]["rank_candidates"].update(gpu=0, gpu_model="a100"),
+         "resources.rank_candidates.gpu_model: 'a100' is set but the job asks for no GPU (gpu: 0)"),
+        (lambda c: c["resources"]["finetune"]["by_size"]["7b"].update(gpu=0),
+         "resources.finetune.by_size.7b.gpu_model: 'h200' is set but the job asks for no GPU"),
+        (lambda c: c["resources"]["mmlu"].update(slurm_extra="--qos=long --gpus=2"),
+         "resources.mmlu.slurm_extra: --gpus is set from the other resource keys"),
+        (lambda c: c["resources"]["mmlu"].update(slurm_extra="-p big"), "resources.mmlu.slurm_extra: -p is set"),
     ],
 )
 def test_cross_reference_errors(paper, edit, expected):
@@ -239,7 +250,26 @@ def test_corpus_names_round_trip():
         cfg.parse_corpus("nounderscore")
 
 
+def test_extra_sbatch_flags_that_do_not_clash_are_accepted(paper):
+    c = copy.deepcopy(paper)
+    c["resources"]["mmlu"]["slurm_extra"] = "--qos=long --mail-type=FAIL --exclusive"
+    cfg.validate(c)
+
+
+def test_partition_follows_the_gpu_count_unless_set(paper):
+    assert cfg.rule_resources(paper, "finetune", "7b")["partition"] == "gpu"
+    assert cfg.rule_resources(paper, "aggregate")["partition"] == "cpu"
+    c = copy.deepcopy(paper)
+    c["partitions"] = {"gpu": "a100", "cpu": "short"}
+    c["resources"]["mmlu"]["partition"] = "h100"
+    assert cfg.rule_resources(c, "finetune")["partition"] == "a100"
+    assert cfg.rule_resources(c, "report")["partition"] == "short"
+    assert cfg.rule_resources(c, "mmlu", "7b")["partition"] == "h100"
+
+
 def test_rule_resources_by_size(paper):
+    assert cfg.rule_resources(paper, "finetune", "7b")["gpu_model"] == "h200"
+    assert "gpu_model" not in cfg.rule_resources(paper, "finetune", "xl")
     assert cfg.rule_resources(paper, "finetune", "7b")["mem_mb"] == 128000
     assert cfg.rule_resources(paper, "finetune", "xl")["mem_mb"] == 64000
     assert cfg.rule_resources(paper, "finetune", "7b")["gpu"] == 1
@@ -278,3 +308,22 @@ def test_command_line_strings_become_the_types_the_schema_wants(paper):
     c["models"]["gpt2-xl"]["revision"] = "123"
     cfg.validate(c)
     assert c["models"]["gpt2-xl"]["revision"] == "123"
+
+
+def test_readme_cluster_table_is_the_config(paper):
+    """README's per-rule resource table says what `--profile slurm` asks for: a row per rule and size row."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = {}
+    for line in readme.splitlines():
+        m = re.match(r"\| `(\w+)`(?: \([^)]*\))?(?:, (\S+))? \| (\w+) \| (\d+)(?: × (\w+))? \| (\d+) \| "
+                                   r"(\d+) GB \| (\d+) min \|$", line)
+        if m:
+            rule, size, partition, gpu, model, cpus, mem, minutes = m.groups()
+            rows[(rule, size)] = (partition, int(gpu), model, int(cpus), int(mem), int(minutes))
+    expected = {}
+    for rule, res in paper["resources"].items():
+        for size in [None, *(res.get("by_size") or {})]:
+            r = cfg.rule_resources(paper, rule, size)
+            expected[(rule, size)] = (r["partition"], r["gpu"], r.get("gpu_model"), r["cpus"], r["mem_mb"] // 1000,
+                                      r["runtime"])
+    assert rows == expected

@@ -1,14 +1,17 @@
 """`rule_job`: what every rule script runs inside (log redirection, offline mode, thread counts)."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_script(tmp_path, body: str):
+def run_script(tmp_path, body: str, resources: str = "None"):
     """Run ``body`` inside ``rule_job`` with a stand-in for the snakemake object, in a fresh interpreter (the
     job redirects file descriptors 1 and 2, which would swallow pytest's own output)."""
     script = tmp_path / "job.py"
@@ -21,7 +24,7 @@ def run_script(tmp_path, body: str):
             __getattr__ = dict.get
 
         snakemake = SimpleNamespace(log=[{str(tmp_path / "logs" / "job.log")!r}], threads=3, rule="demo_rule",
-                                    params=Params(offline=True))
+                                    params=Params(offline=True), resources={resources})
         with rule_job(snakemake) as log:
         """) + textwrap.indent(textwrap.dedent(body), "    "))
     env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")}
@@ -51,6 +54,51 @@ def test_rule_job_puts_the_traceback_in_the_log_and_fails(tmp_path):
     assert proc.returncode != 0
     text = (tmp_path / "logs" / "job.log").read_text()
     assert "failed after" in text and "ValueError: bad row 7 in corpus.jsonl" in text
+
+
+def test_a_job_given_a_gpu_without_usable_cuda_fails_before_its_work(tmp_path):
+    proc = run_script(tmp_path, 'log.info("work started")\n', resources='SimpleNamespace(gpu=1, device="auto")')
+    assert proc.returncode != 0
+    text = (tmp_path / "logs" / "job.log").read_text()
+    assert "DeviceError: this job was given 1 GPU(s)" in text and "cannot use CUDA" in text
+    assert "set `device: cpu`" in text and "work started" not in text
+
+
+def test_device_cpu_runs_a_gpu_job_on_cpu_on_purpose(tmp_path):
+    proc = run_script(tmp_path, """
+        from hspd.models import pick_device
+        log.info("picked %s", pick_device("auto"))
+    """, resources='SimpleNamespace(gpu=2, device="cpu")')
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "logs" / "job.log").read_text()
+    assert "device: cpu (config `device: cpu`)" in text and "picked cpu" in text
+
+
+@pytest.mark.parametrize("gpus, device, cuda, expected", [
+    (0, "auto", False, "cpu"), (0, "auto", True, "cuda"), (1, "cpu", True, "cpu"), (1, "auto", True, "cuda"),
+    (0, "cuda", True, "cuda"), (1, "auto", False, "this job was given 1 GPU(s)"),
+    (0, "cuda", False, "the config says `device: cuda`"),
+])
+def test_claim_device(monkeypatch, gpus, device, cuda, expected):
+    """What `device="auto"` means after a job claims its device, with CUDA present or not."""
+    torch = pytest.importorskip("torch")
+    from hspd.errors import DeviceError
+    from hspd.jobs import claim_device
+    from hspd.models import pick_device, set_auto_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    try:
+        if expected not in ("cpu", "cuda"):
+            with pytest.raises(DeviceError, match=re.escape(expected)):
+                claim_device(gpus, device)
+        else:
+            claim_device(gpus, device)
+            assert pick_device("auto").type == expected
+            assert pick_device("cpu").type == "cpu"  # an explicit device is never overridden
+    finally:
+        set_auto_device("auto")
 
 
 def test_job_settings_stamp_params_and_input_content(tmp_path):

@@ -422,6 +422,32 @@ def test_finetune_full_saves_plain_checkpoints(tok, tmp_path):
     assert not all(torch.equal(final[k], v) for k, v in step2.state_dict().items())
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_bf16_checkpoints_are_what_evaluation_would_load_from_fp32_at_half_the_size(tok, tmp_path, arch):
+    """Evaluation on GPU loads a checkpoint in bf16: one stored in bf16 gives exactly those weights (a LoRA
+    model's merged ones too), with the integer buffers kept, in half the bytes."""
+    from transformers import AutoModelForCausalLM
+
+    lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0} if arch == "llama" else None
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        finetune_target(tiny(arch, tok), tok, TEXTS, lr=1e-2, total_batch=4, per_device_batch=2, max_steps=2,
+                        save_steps=[2], seed=0, max_length=32, lora=lora, output_dir=tmp_path / dtype,
+                        save_dtype=dtype, progress=False, log=lambda s: None)
+        runs[dtype] = tmp_path / dtype / "step2"
+    from_fp32 = AutoModelForCausalLM.from_pretrained(runs["float32"], dtype=torch.bfloat16).state_dict()
+    stored = AutoModelForCausalLM.from_pretrained(runs["bfloat16"], dtype=torch.bfloat16).state_dict()
+    assert set(stored) == set(from_fp32) and all(torch.equal(stored[k], from_fp32[k]) for k in stored)
+    from safetensors.torch import load_file
+
+    raw = load_file(runs["bfloat16"] / "model.safetensors")
+    assert all(v.dtype == torch.bfloat16 for v in raw.values() if v.is_floating_point())
+    assert json.loads((runs["bfloat16"] / "config.json").read_text())["dtype"] == "bfloat16"
+    assert json.loads((runs["float32"] / "config.json").read_text())["dtype"] == "float32"
+    sizes = {d: (runs[d] / "model.safetensors").stat().st_size for d in runs}
+    assert 0.45 < sizes["bfloat16"] / sizes["float32"] < 0.55, sizes
+
+
 def test_training_to_the_chosen_step_equals_that_checkpoint_of_the_sweep(tok, tmp_path):
     """The targets that do not sweep train straight to the chosen step: the same weights as the sweep's
     checkpoint at that step (constant rate, the same data order), so the choice transfers exactly."""
@@ -465,6 +491,7 @@ def test_finetune_lora_saves_merged_plain_models(tok, tmp_path):
     ({"save_steps": [2, 6]}, r"save_steps \[2, 6\] must lie in 1..max_steps and end at max_steps \(4\)"),
     ({"save_steps": [2]}, "end at max_steps"),
     ({"lora": {"r": 4, "rank": 8}}, r"finetune.lora: unknown key\(s\) \['rank'\]"),
+    ({"save_dtype": "float16"}, r"finetune.save_dtype 'float16' is not one of \('float32', 'bfloat16'\)"),
 ])
 def test_finetune_rejects_bad_config(tok, tmp_path, kwargs, message):
     args = dict(total_batch=4, per_device_batch=2, max_steps=4, save_steps=[4], seed=0, output_dir=tmp_path,

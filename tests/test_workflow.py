@@ -4,45 +4,13 @@ These run snakemake as a subprocess. The end-to-end demo takes minutes on 2 core
 does, in a temporary copy so the checkout's own results/ are never touched.
 """
 
-import os
 import re
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-       "TOKENIZERS_PARALLELISM": "false"}
+from _snake import ROOT, copy_repo, job_counts, run
 
 pytestmark = pytest.mark.workflow
-
-
-def run(args, cwd=ROOT, timeout=600, check=True):
-    proc = subprocess.run(SNAKEMAKE + args, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """Parse the 'Job stats' table of a dry run: rule name → job count."""
-    counts = {}
-    in_table = False
-    for line in output.splitlines():
-        if line.startswith("job") and "count" in line:
-            in_table = True
-            continue
-        if in_table:
-            m = re.match(r"^(\S+)\s+(\d+)\s*$", line)
-            if m and m.group(1) != "total":
-                counts[m.group(1)] = int(m.group(2))
-            elif m and m.group(1) == "total":
-                break
-    return counts
 
 
 def test_lint_is_clean_for_both_configs():
@@ -86,6 +54,16 @@ def planned_jobs(output: str) -> list[tuple[str, list[str], list[str]]]:
     return jobs
 
 
+def test_slurm_profile_plans_the_paper_without_conda():
+    """`--profile slurm` runs jobs in the current environment unless `--sdm conda` is asked for, so planning
+    needs no conda (this machine has none); every job carries its partition."""
+    proc = run(["--profile", "slurm", "-n"])
+    out = proc.stdout + proc.stderr
+    assert "Error running conda info" not in out
+    assert "slurm_partition=gpu" in out and "slurm_partition=cpu" in out
+    assert "gpu_model=h200" in out  # the 7B full fine-tunes ask for a GPU they fit on
+
+
 def test_selection_reads_validation_runs_only():
     """In the planned demo DAG, nothing upstream of a selection is a test-split prompt file or test result: its
     inputs are validation runs, and theirs the validation prompts."""
@@ -116,9 +94,7 @@ def test_bad_config_stops_before_any_job(tmp_path):
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     """The demo, end to end, in a copy of the repository (no results, no venv)."""
-    work = tmp_path_factory.mktemp("demo") / "repo"
-    shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns(
-        ".venv", "results", "logs", ".snakemake", ".git", "__pycache__", "*.egg-info", ".pytest_cache"))
+    work = copy_repo(tmp_path_factory.mktemp("demo") / "repo")
     proc = run(["--profile", "demo", "--cores", "2"], cwd=work, timeout=3600)
     return work, proc
 

@@ -203,6 +203,7 @@ def _cross_checks(config: Mapping[str, Any]) -> list[str]:
                     problems.append(f"selection.preset.{name}.{t}: target {t!r} is not in `targets`")
     if config["rewrite"]["k_min"] < 1:
         problems.append("rewrite.k_min: must be ≥ 1")
+    problems += _resource_checks(config)
     demo = config.get("demo")
     if demo is not None:
         for name in demo["models"]:
@@ -243,9 +244,38 @@ def grid_corpora(config: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def rule_resources(config: Mapping[str, Any], rule: str, size: str | None = None) -> dict:
-    """A rule's cluster resources, with the ``by_size`` override for ``size`` applied key by key."""
+    """A rule's cluster resources, with the ``by_size`` override for ``size`` applied key by key and the
+    partition defaulting to ``partitions.gpu`` for a job with GPUs, ``partitions.cpu`` without."""
     res = dict(config["resources"][rule])
     by_size = res.pop("by_size", {}) or {}
     if size is not None and size in by_size:
         res.update(by_size[size])
+    res.setdefault("partition", config["partitions"]["gpu" if res["gpu"] > 0 else "cpu"])
     return res
+
+
+# sbatch flags the SLURM executor sets from the other resource keys: in `slurm_extra` they would contradict them.
+MANAGED_SBATCH_FLAGS = re.compile(r"(?<!\S)(--gpus|--gres|--mem|--mem-per-cpu|--partition|-p|--time|-t|"
+                                  r"--cpus-per-task|-c|--constraint|-C|--account|-A)(?=[=\s]|$)")
+
+
+def _resource_checks(config: Mapping[str, Any]) -> list[str]:
+    problems = []
+    # Rows for sizes no job has are not checked: the demo keeps the paper's 7B rows under its CPU-only values.
+    sizes = {config["targets"][t]["size"] for grid in config["experiment"].values() for t in grid["targets"]
+             if t in config["targets"]} | {base for base, _ in grid_corpora(config)}
+    for rule, res in config["resources"].items():
+        variants = {f"resources.{rule}": dict(res, by_size=None)}
+        for size, over in (res.get("by_size") or {}).items():
+            if size in sizes:
+                variants[f"resources.{rule}.by_size.{size}"] = {**res, **over}
+        for key, r in variants.items():
+            for needs_gpu in ("gpu_model",):
+                if r.get(needs_gpu) and r["gpu"] == 0:
+                    problems.append(f"{key}.{needs_gpu}: {r[needs_gpu]!r} is set but the job asks for no GPU (gpu: 0)")
+            flag = MANAGED_SBATCH_FLAGS.search(r.get("slurm_extra") or "")
+            if flag:
+                problems.append(f"{key}.slurm_extra: {flag.group(1)} is set from the other resource keys (gpu, "
+                                f"gpu_model, mem_mb, partition, runtime, cpus, constraint; the account in the "
+                                f"profile): use those instead")
+    return problems

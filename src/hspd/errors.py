@@ -15,3 +15,7 @@ class DataError(HSPDError):
 
 class ModelError(HSPDError):
     """A model or tokenizer cannot be used as asked; the message names the model."""
+
+
+class DeviceError(HSPDError):
+    """A job cannot compute where the config and the cluster said it would (a GPU job without usable CUDA)."""

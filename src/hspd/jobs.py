@@ -51,6 +51,9 @@ def rule_job(snakemake, *, offline: bool | None = None):
     start = time.time()
     log.info("rule %s, threads %d, host %s", getattr(snakemake, "rule", "?"), threads, platform.node())
     try:
+        resources = getattr(snakemake, "resources", None)
+        device = claim_device(getattr(resources, "gpu", 0) or 0, getattr(resources, "device", "auto") or "auto")
+        log.info("device: %s", device)
         yield log
         log.info("done in %.1f s", time.time() - start)
     except Exception:
@@ -63,6 +66,38 @@ def rule_job(snakemake, *, offline: bool | None = None):
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             sys.stdout, sys.stderr = saved[2], saved[3]
+
+
+def claim_device(gpus: int, device: str = "auto") -> str:
+    """Pin the device this job computes on, before any model loads; returns its description.
+
+    ``device`` is the config's: ``cpu`` computes on CPU whatever the job was given (the demo, CI's fake GPUs);
+    ``cuda``, or ``auto`` for a job given GPUs (``gpus`` > 0), must be able to use CUDA: if torch cannot, the
+    job fails here, in seconds, rather than running for its whole time limit on the node's CPU. ``auto``
+    without GPUs takes CUDA if present.
+    """
+    from hspd.errors import DeviceError
+    from hspd.models import set_auto_device
+
+    if device == "cpu":
+        set_auto_device("cpu")
+        return "cpu (config `device: cpu`)"
+    if device == "auto" and gpus <= 0:
+        set_auto_device("auto")
+        return "auto (no GPU asked for: CUDA if present, else CPU)"
+    import torch
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if not torch.cuda.is_available():
+        why = (f"torch {torch.__version__} is a CPU build" if torch.version.cuda is None else
+               f"torch {torch.__version__} (CUDA {torch.version.cuda}) finds no usable GPU (driver missing or "
+               f"too old for this CUDA, or no device visible)")
+        asked = f"this job was given {gpus} GPU(s)" if gpus > 0 else "the config says `device: cuda`"
+        raise DeviceError(f"{asked} (CUDA_VISIBLE_DEVICES={visible!r}) but cannot use CUDA: {why}. Install a CUDA "
+                       f"build of torch in the jobs' environment (README: cluster), or set `device: cpu` in the "
+                       f"config to run on CPU on purpose.")
+    set_auto_device("cuda")
+    return f"cuda ({torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} visible)"
 
 
 def file_signature(path, hash_limit: int = 16 << 20) -> list:

@@ -81,11 +81,23 @@ def check_local(src: Source) -> None:
         raise ModelError(f"{src.name}: local path {src.ref} does not exist")
 
 
+# What ``device="auto"`` resolves to in this process: a rule job pins it (hspd.jobs.claim_device).
+_AUTO_DEVICE = "auto"
+
+
+def set_auto_device(device: str) -> None:
+    """Make ``device="auto"`` mean ``device`` (``cpu``, ``cuda``) for every later load, or ``auto`` again."""
+    global _AUTO_DEVICE
+    _AUTO_DEVICE = device
+
+
 def pick_device(device: str | None = "auto"):
-    """``auto`` takes CUDA when present and falls back to CPU."""
+    """``auto`` takes what the job pinned (set_auto_device), else CUDA when present, else CPU."""
     import torch
 
     if device in (None, "auto"):
+        device = _AUTO_DEVICE
+    if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 

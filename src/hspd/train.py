@@ -12,6 +12,7 @@ The learning rate is constant (AdamW, no schedule): SPEC §4 names none.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -291,15 +292,33 @@ def merged_state_dict(peft_model) -> dict:
     return state
 
 
-def save_checkpoint(model, tokenizer, path: str | os.PathLike) -> Path:
+SAVE_DTYPES = ("float32", "bfloat16")
+
+
+def save_checkpoint(model, tokenizer, path: str | os.PathLike, dtype: str = "float32") -> Path:
     """Save a plain (LoRA merged) model as safetensors with its config, generation config and tokenizer, so
-    ``AutoModelForCausalLM.from_pretrained(path)`` loads it with no peft."""
+    ``AutoModelForCausalLM.from_pretrained(path)`` loads it with no peft.
+
+    ``dtype``: the floating-point tensors' storage type. ``bfloat16`` halves a fine-tuned 7B (27 → 13.5 GB per
+    saved step) and loses nothing for evaluation, which loads bf16 on GPU (the same round-to-nearest cast);
+    models whose weights are subtracted (task vectors) must stay ``float32``. Casting is per tensor, on CPU."""
+    import torch
+
+    if dtype not in SAVE_DTYPES:
+        raise ConfigError(f"checkpoint dtype {dtype!r} is not one of {SAVE_DTYPES}")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    if is_peft_model(model):
-        model.get_base_model().save_pretrained(path, state_dict=merged_state_dict(model))
-    else:
-        model.save_pretrained(path)
+    plain = model.get_base_model() if is_peft_model(model) else model
+    state = merged_state_dict(model) if is_peft_model(model) else plain.state_dict()
+    if dtype != "float32":
+        target = getattr(torch, dtype)
+        state = {k: v.detach().to("cpu", target) if v.is_floating_point() else v for k, v in state.items()}
+    plain.save_pretrained(path, state_dict=state)
+    if dtype != "float32":  # config.json says what is stored (it takes the live model's dtype), so `dtype="auto"` loads it
+        config_file = path / "config.json"
+        config_json = json.loads(config_file.read_text())
+        config_json["dtype"] = dtype
+        config_file.write_text(json.dumps(config_json, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(path)
     return path
 
@@ -381,6 +400,7 @@ def train_causal_lm(model, tokenizer, texts: Sequence[str], *, lr: float, batch_
                     weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), seed: int,
                     eval_texts: Sequence[str] | None = None, eval_every: int | None = None,
                     save_steps: Sequence[int] = (), output_dir: str | os.PathLike | None = None,
+                    save_dtype: str = "float32",
                     select_best: str | None = "next_token_accuracy", gradient_checkpointing: bool = False,
                     bf16: bool | None = None, progress=True, log: Log = print) -> TrainResult:
     """Train a causal LM with AdamW on raw texts; the model is trained in place and returned in the result.
@@ -396,7 +416,8 @@ def train_causal_lm(model, tokenizer, texts: Sequence[str], *, lr: float, batch_
         seed: data order (a ``torch.Generator``) and dropout (a forked global RNG).
         eval_texts: held-out texts, evaluated before training, every ``eval_every`` optimizer steps and at
             the end (``eval_every`` without ``eval_texts`` only logs the training loss).
-        save_steps: optimizer steps after which ``output_dir/step{N}/`` is saved (LoRA merged).
+        save_steps: optimizer steps after which ``output_dir/step{N}/`` is saved (LoRA merged), its floating
+            tensors stored as ``save_dtype``.
         select_best: ``"next_token_accuracy"`` keeps the weights of the evaluation (after step 0) with the
             highest held-out next-token accuracy and returns them; ``None`` returns the last weights.
         gradient_checkpointing: trade compute for activation memory (large models).
@@ -479,7 +500,7 @@ def train_causal_lm(model, tokenizer, texts: Sequence[str], *, lr: float, batch_
             bar.update(1)
             bar.set_postfix(loss=f"{run_loss / max(run_tokens, 1):.4f}", refresh=False)
             if step in save_steps:
-                save_checkpoint(model, tokenizer, Path(output_dir) / f"step{step}")
+                save_checkpoint(model, tokenizer, Path(output_dir) / f"step{step}", dtype=save_dtype)
                 result.saved_steps.append(step)
                 log(f"step {step}: saved {Path(output_dir) / f'step{step}'}")
             if (eval_every and step % eval_every == 0) or step == total_steps:
@@ -626,14 +647,14 @@ def apply_lora(model, lora: Mapping, *, seed: int):
 def finetune_target(model, tokenizer, texts: Sequence[str], *, lr: float = 3e-5,
                     betas: tuple[float, float] = (0.9, 0.999), total_batch: int = 16, per_device_batch: int = 2,
                     max_steps: int, save_steps: Sequence[int] = (), seed: int, max_length: int = 256,
-                    lora: Mapping | None = None, output_dir: str | os.PathLike,
+                    lora: Mapping | None = None, output_dir: str | os.PathLike, save_dtype: str = "float32",
                     gradient_checkpointing: bool = False, progress=True, log: Log = print) -> TrainResult:
     """SPEC §4 fine-tuning of a target on a rewritten corpus's fine-tuning set.
 
     Full fine-tuning (or LoRA with ``lora``: ``r``, ``alpha``, ``dropout``, ``target_modules``; ``enabled`` is
     ignored) with AdamW; ``total_batch`` texts per optimizer step as ``per_device_batch`` × accumulation.
     ``output_dir/step{N}/`` holds a plain (LoRA merged) model for each of ``save_steps`` (default: the last
-    step); the final model is the last save step's. ``max_length`` counts content tokens, as
+    step), stored as ``save_dtype``; the final model is the last save step's. ``max_length`` counts content tokens, as
     ``sample_finetune_set`` does; the tokenizer's special tokens come on top, so no chosen text is cut.
     """
     from hspd.io import write_json
@@ -643,6 +664,8 @@ def finetune_target(model, tokenizer, texts: Sequence[str], *, lr: float = 3e-5,
                           f"finetune.per_device_batch ({per_device_batch})")
     if not (isinstance(max_steps, int) and max_steps > 0):
         raise ConfigError(f"finetune.max_steps must be a positive integer, got {max_steps!r}")
+    if save_dtype not in SAVE_DTYPES:
+        raise ConfigError(f"finetune.save_dtype {save_dtype!r} is not one of {SAVE_DTYPES}")
     save_steps = sorted({int(s) for s in save_steps}) or [max_steps]
     if save_steps[0] < 1 or save_steps[-1] != max_steps:
         raise ConfigError(f"finetune.save_steps {save_steps} must lie in 1..max_steps and end at max_steps "
@@ -655,7 +678,7 @@ def finetune_target(model, tokenizer, texts: Sequence[str], *, lr: float = 3e-5,
                              grad_accum=total_batch // per_device_batch, max_steps=max_steps,
                              max_length=max_length + tokenizer.num_special_tokens_to_add(), seed=seed,
                              eval_every=max(1, max_steps // 20), save_steps=save_steps, output_dir=output_dir,
-                             select_best=None, gradient_checkpointing=gradient_checkpointing, progress=progress,
+                             save_dtype=save_dtype, select_best=None, gradient_checkpointing=gradient_checkpointing, progress=progress,
                              log=log)
     if lora is not None:
         result.model = result.model.merge_and_unload()

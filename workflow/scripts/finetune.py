@@ -17,7 +17,8 @@ with rule_job(snakemake) as log:
     finetune_target(model, tokenizer, texts, lr=r["lr"], betas=tuple(p.betas), total_batch=r["total_batch"],
                     per_device_batch=r["per_device_batch"], max_steps=max(steps), save_steps=steps,
                     seed=int(wc.seed), max_length=r["max_length"], lora=dict(p.lora) if p.lora["enabled"] else None,
-                    output_dir=snakemake.output[0], gradient_checkpointing=p.gradient_checkpointing,
+                    output_dir=snakemake.output[0], save_dtype=p.save_dtype,
+                    gradient_checkpointing=p.gradient_checkpointing,
                     progress=True, log=log.info)
     write_json({"target": provenance(p.target, wc.target, model), "system": wc.system, "environment": environment()},
                f"{snakemake.output[0]}/provenance.json")
