@@ -203,10 +203,16 @@ def mmlu_task_files(wc):
     return [m["local"], m["dev"]] if "local" in m else []
 
 
+def split_seeds(wc):
+    """The evaluation seeds of a split: the validation runs' (selection.seeds) or the tables' (evaluation.seeds)."""
+    return config["selection"]["seeds"] if wc.split == "val" else EVAL_SEEDS
+
+
 def run_files(kind):
-    """Every per-run test result file of one kind over all evaluated models and evaluation seeds."""
-    if kind == "mmlu":
-        return [f"results/eval/test/{e.target}/{e.system}/{e.setting}/mmlu.json" for e in EVALUATED]
+    """Every test result file of one kind: per evaluated model (MMLU, perplexity over all seeds) or per
+    evaluated model and evaluation seed, model-major."""
+    if kind in ("mmlu", "perplexity"):
+        return [f"results/eval/test/{e.target}/{e.system}/{e.setting}/{kind}.json" for e in EVALUATED]
     return [f"results/eval/test/{e.target}/{e.system}/{e.setting}/seed{s}/{kind}.json"
             for e in EVALUATED for s in EVAL_SEEDS]
 

@@ -1,6 +1,7 @@
 # Evaluation (SPEC §5, UniDetox protocol), the same rules for every system: per evaluation seed, ToxiGen
-# continuations with their toxicity and Dist-n (one job: the model loads once), then their conditional perplexity
-# under the PPL model; MMLU once per model. An evaluated model is
+# continuations with their toxicity and Dist-n (one job: the model loads once); then the conditional perplexity
+# of every seed's continuations under the PPL model (one job per evaluated model: the PPL model loads once, and a
+# new seed reruns only its own generation); MMLU once per model. An evaluated model is
 # results/eval/{split}/{target}/{system}/{setting}: split `val` for the sweeps that choose a hyper-parameter,
 # `test` for the tables; setting `base`, `ft<seed>` (the chosen step) or `ft<seed>-step<N>` (one candidate).
 
@@ -52,20 +53,21 @@ rule toxigen_eval:
 rule perplexity:
     input:
         prompts=PROMPTS,
-        generations=f"{EVAL_DIR}/seed{{seed}}/generations.jsonl",
+        generations=lambda wc: [f"{EVAL_DIR}/seed{s}/generations.jsonl".format(**wc) for s in split_seeds(wc)],
         model=model_files(EVAL["perplexity_model"]),
         lib=lib("evaluate", "metrics", "models"),
     output:
-        f"{EVAL_DIR}/seed{{seed}}/perplexity.json",
+        f"{EVAL_DIR}/perplexity.json",
     params:
+        seeds=split_seeds,
         model=config["models"][EVAL["perplexity_model"]],
         model_name=EVAL["perplexity_model"],
         ppl_max=EVAL["ppl_max"],
         offline=config["offline"],
     log:
-        "logs/perplexity/{split}/{target}/{system}/{setting}/seed{seed}.log",
+        "logs/perplexity/{split}/{target}/{system}/{setting}.log",
     benchmark:
-        "results/benchmarks/perplexity/{split}/{target}/{system}/{setting}/seed{seed}.tsv"
+        "results/benchmarks/perplexity/{split}/{target}/{system}/{setting}.tsv"
     threads: threads_of("perplexity")
     resources:
         **resources_of("perplexity"),

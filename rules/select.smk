@@ -7,12 +7,13 @@
 rule select_value:
     input:
         unpack(lambda wc: S.validation_files(config, wc.target, wc.system, wc.setting)),  # toxigen, perplexity, cap
-        lib=lib("selection", "systems"),
+        lib=lib("selection", "systems", "metrics"),
     output:
         "results/selection/{target}/{system}/{setting}.json",
     params:
         plan=lambda wc: S.selection_plan(config, wc.target, wc.system).__dict__,
         ppl_cap_factor=config["selection"]["ppl_cap_factor"],
+        seeds=config["selection"]["seeds"],
     log:
         "logs/select_value/{target}/{system}/{setting}.log",
     threads: threads_of("aggregate")

@@ -221,8 +221,10 @@ def test_swept_systems_choose_per_target_under_the_ppl_cap(paper):
     assert (plan.how, plan.chooser, plan.rule, len(plan.values)) == ("validation", "falcon-7b", "ppl_cap", 20)
     files = S.validation_files(paper, "falcon-7b", "task-arithmetic", "base")
     assert files["toxigen"][3] == "results/eval/val/falcon-7b/task-arithmetic/lam0.04/seed42/toxigen.json"
-    assert files["cap"] == [f"results/eval/val/falcon-7b/{s}/ft0/seed42/perplexity.json"
+    assert files["cap"] == [f"results/eval/val/falcon-7b/{s}/ft0/perplexity.json"
                             for s in ("ft-unidetox-a0.1-lr5e-5", "ft-unidetox-a0.1-lr1e-5")]
+    assert files["perplexity"][3] == "results/eval/val/falcon-7b/task-arithmetic/lam0.04/perplexity.json"
+    assert len(files["toxigen"]) == len(files["perplexity"]) * len(paper["selection"]["seeds"])
     table6 = {**paper, "selection": {**paper["selection"], "preset": {"dexperts": {"falcon-7b": 1.5}}}}
     assert S.selection_plan(table6, "falcon-7b", "dexperts").value == 1.5
     assert S.selection_plan(table6, "opt-6.7b", "dexperts").how == "validation"

@@ -156,6 +156,16 @@ def test_continuations_by_prompt():
 
 # --- Perplexity and seeds ---------------------------------------------------------------------------------
 
+def test_perplexity_by_seed_reads_one_record_per_model_in_seed_order():
+    record = {"model": "llama", "seeds": {"42": {"ppl": 10.0, "n": 4}, "43": {"ppl": 12.0, "n": 4}}}
+    assert M.perplexity_by_seed(record, [43, 42]) == [{"ppl": 12.0, "n": 4, "model": "llama"},
+                                                      {"ppl": 10.0, "n": 4, "model": "llama"}]
+    with pytest.raises(DataError, match=r"a/perplexity.json: no perplexity for evaluation seed\(s\) \[44\]"):
+        M.perplexity_by_seed(record, [42, 44], "a/perplexity.json")
+    with pytest.raises(DataError, match="b.json: not a perplexity record with per-seed summaries"):
+        M.perplexity_by_seed({"ppl": 10.0}, [42], "b.json")  # a per-seed file of the old layout
+
+
 def test_mean_perplexity_drops_large_and_nan():
     out = M.mean_perplexity([10.0, 20.0, 1e4, 2e4, float("nan")])
     assert out == {"ppl": 15.0, "n": 2, "n_dropped": 2, "n_nan": 1, "max_ppl": 1e4}

@@ -245,6 +245,18 @@ def continuations_by_prompt(generations: pd.DataFrame,
 
 # --- Perplexity -------------------------------------------------------------------------------------------
 
+def perplexity_by_seed(record: Mapping, seeds: Sequence[int], path: str = "perplexity.json") -> list[dict]:
+    """The per-seed summaries of one evaluated model's perplexity record (``{"model", "seeds": {seed: summary}}``,
+    written once for all its evaluation seeds), in ``seeds`` order; a missing seed is an error naming the file."""
+    per_seed = record.get("seeds") if isinstance(record, Mapping) else None
+    if not isinstance(per_seed, Mapping):
+        raise DataError(f"{path}: not a perplexity record with per-seed summaries (no 'seeds' mapping)")
+    missing = [s for s in seeds if str(s) not in per_seed]
+    if missing:
+        raise DataError(f"{path}: no perplexity for evaluation seed(s) {missing} (it has {sorted(per_seed)})")
+    return [dict(per_seed[str(s)], model=record.get("model")) for s in seeds]
+
+
 def mean_perplexity(values, max_ppl: float = PPL_MAX) -> dict:
     """Mean perplexity over continuations after dropping values ≥ ``max_ppl`` (UniDetox) and NaN (empty ones).
 

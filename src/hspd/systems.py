@@ -358,17 +358,18 @@ def selection_path(target: str, system: str, setting: str) -> str:
 
 def validation_files(config: Mapping, target: str, system: str, setting: str) -> dict[str, list[str]]:
     """The validation metric files the selection of (target, system, setting) reads, value-major: those of the
-    choosing target's sweep, or none (a preset, or a single candidate). Never a test-split file."""
+    choosing target's sweep, or none (a preset, or a single candidate). Never a test-split file. ToxiGen files
+    are per (value, seed); perplexity and cap files per evaluated model, holding every seed."""
     plan = selection_plan(config, target, system)
     seed, _ = parse_setting(setting)
     if plan.how != "validation":
         return {"toxigen": [], "perplexity": [], "cap": []}
     seeds = config["selection"]["seeds"]
-    runs = [f"results/eval/val/{plan.chooser}/{system}/{s}/seed{e}"
-            for s in validation_settings(plan, seed, get_system(config, system)) for e in seeds]
+    models = [f"results/eval/val/{plan.chooser}/{system}/{s}"
+              for s in validation_settings(plan, seed, get_system(config, system))]
     cap = []
     if plan.rule == "ppl_cap":
-        cap = [f"results/eval/val/{target}/{ref}/{ref_setting}/seed{e}/perplexity.json"
-               for ref, ref_setting in cap_references(config, target) for e in seeds]
-    return {"toxigen": [f"{r}/toxigen.json" for r in runs], "perplexity": [f"{r}/perplexity.json" for r in runs],
-            "cap": cap}
+        cap = [f"results/eval/val/{target}/{ref}/{ref_setting}/perplexity.json"
+               for ref, ref_setting in cap_references(config, target)]
+    return {"toxigen": [f"{m}/seed{e}/toxigen.json" for m in models for e in seeds],
+            "perplexity": [f"{m}/perplexity.json" for m in models], "cap": cap}

@@ -3,7 +3,7 @@
 
 from hspd.io import read_json, write_table
 from hspd.jobs import rule_job
-from hspd.metrics import aggregate_runs
+from hspd.metrics import aggregate_runs, perplexity_by_seed
 from hspd.selection import read_selection
 from hspd.systems import selection_path
 
@@ -11,8 +11,8 @@ with rule_job(snakemake) as log:
     p, i = snakemake.params, snakemake.input
     chosen = {path: read_selection(path)["value"] for path in i.selections}
     models = [{**m, "chosen": chosen.get(selection_path(m["target"], m["system"], m["ft"]))} for m in p.models]
-    runs, summary = aggregate_runs(models, p.seeds, toxigen=[read_json(f) for f in i.toxigen],
-                                   perplexity=[read_json(f) for f in i.perplexity],
+    ppl = [r for f in i.perplexity for r in perplexity_by_seed(read_json(f), p.seeds, f)]  # models × seeds
+    runs, summary = aggregate_runs(models, p.seeds, toxigen=[read_json(f) for f in i.toxigen], perplexity=ppl,
                                    diversity=[read_json(f) for f in i.diversity], mmlu=[read_json(f) for f in i.mmlu])
     log.info("%d runs of %d models\n%s", len(runs), len(p.models), summary.to_string(index=False))
     write_table(runs, snakemake.output.runs)

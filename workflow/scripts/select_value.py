@@ -4,6 +4,7 @@ only candidate. Writes the choice with the validation table it was made on."""
 
 from hspd.io import read_json, write_json
 from hspd.jobs import rule_job
+from hspd.metrics import perplexity_by_seed
 from hspd.selection import choose_steps, choose_with_ppl_cap, ppl_cap, selection_record, sweep_table
 
 RULES = {"steps": "lowest validation TP, ties to the fewest steps",
@@ -13,9 +14,12 @@ with rule_job(snakemake) as log:
     plan, wc, i = snakemake.params.plan, snakemake.wildcards, snakemake.input
     table, cap = None, None
     if plan["how"] == "validation":
-        table = sweep_table(list(plan["values"]), [read_json(f) for f in i.toxigen], [read_json(f) for f in i.perplexity])
+        seeds = snakemake.params.seeds
+        ppl = [r for f in i.perplexity for r in perplexity_by_seed(read_json(f), seeds, f)]
+        table = sweep_table(list(plan["values"]), [read_json(f) for f in i.toxigen], ppl)
         if plan["rule"] == "ppl_cap":
-            cap = ppl_cap([read_json(f) for f in i.cap], snakemake.params.ppl_cap_factor)
+            cap = ppl_cap([r for f in i.cap for r in perplexity_by_seed(read_json(f), seeds, f)],
+                          snakemake.params.ppl_cap_factor)
             value = choose_with_ppl_cap(table, cap)
         else:
             value = choose_steps(table)
