@@ -65,6 +65,34 @@ def test_slurm_profile_plans_the_paper_without_conda():
     assert "gpu_model=h200" in out  # the 7B full fine-tunes ask for a GPU they fit on
 
 
+def test_conda_environments_pin_the_tested_stack():
+    """The `--sdm conda` path: every rule names an env file, and each pins what requirements.txt pins (torch as
+    the CUDA build of the same release, with the index it comes from)."""
+    import yaml
+
+    pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    for env in sorted((ROOT / "envs").glob("*.yaml")):
+        deps = yaml.safe_load(env.read_text())["dependencies"]
+        pip = next(d["pip"] for d in deps if isinstance(d, dict))
+        for spec in pip:
+            if "==" in spec:
+                name, version = spec.split("==")
+                if name == "torch":
+                    assert version.split("+")[0] == pins["torch"].split("+")[0], env
+                    cuda = version.split("+")[1]
+                    assert f"--extra-index-url https://download.pytorch.org/whl/{cuda}" in pip, env
+                else:
+                    assert pins.get(name) == version, (env.name, name, version, pins.get(name))
+    rules = 0
+    for smk in (ROOT / "rules").glob("*.smk"):
+        for block in re.split(r"\n(?=\s*rule \w+:)", smk.read_text()):
+            if re.match(r"\s*rule \w+:", block) and not re.match(r"\s*rule all:", block):
+                rules += 1
+                assert re.search(r"\n\s+conda:\n\s+ENV_(TORCH|DATA|REPORT)\n", block), block[:80]
+    assert rules >= 20  # every rule file was read
+
+
 def test_selection_reads_validation_runs_only():
     """In the planned demo DAG, nothing upstream of a selection is a test-split prompt file or test result: its
     inputs are validation runs, and theirs the validation prompts."""
