@@ -12,8 +12,15 @@ prompt's candidates (18 rows, every row runs all ``--new-tokens`` steps), measur
 Reported: ``t_socd / (t_base + t_toxic)`` (goal ≤ 1.15) and ``t_reference / t_socd`` (goal ≥ 5). Each timing is the
 best of ``--repeats`` interleaved runs (other load only ever adds time).
 
+``--profile`` adds a per-op profile of one SoCD combiner step on the logits of a short decode (``[18, 151,936]``
+per step): the decoder's ``Combiner`` (``socd_core``: workspace, in place, candidate selection) next to
+``socd_core_unfused`` (fresh tensors, a top-k over the vocabulary: the algorithm before issue 12, with p and q
+by softmax as in the fast step), in one run.
+``--repeats 0 --profile`` runs the profile alone.
+
     python benchmarks/bench_socd.py                      # CPU, small hidden sizes, a few minutes
     python benchmarks/bench_socd.py --device cuda --real-size --texts 8   # Qwen2.5-3B + 0.5B shapes, bf16
+    python benchmarks/bench_socd.py --repeats 0 --profile                # the combiner's per-op profile only
 
 Tokens are ids only (no text is decoded during timing): the tokenizer is a stand-in that knows the vocabulary
 size and the special ids, since no real Qwen tokenizer is available offline.
@@ -133,6 +140,78 @@ def run_reference(base, toxic, tok, prompt, new_tokens, samples, method="socd-em
     return time.perf_counter() - start
 
 
+def capture_combiner_inputs(base, toxic, tok, method, prompts, rows, steps, variant):
+    """The ``(base_logits, toxic_logits)`` the SoCD combiner sees at each of ``steps`` decoding steps."""
+    from hspd.decoding import DualModelDecoder
+    from hspd.socd import make_combiner
+
+    combiner = make_combiner(method, variant, vocab_size=len(tok))
+    captured = []
+
+    class Capture:
+        needs_toxic, vocab_size, kind = combiner.needs_toxic, combiner.vocab_size, combiner.kind
+
+        def __call__(self, base_logits, toxic_logits=None, give_base=False):
+            captured.append((base_logits.clone(), toxic_logits.clone()))
+            return combiner(base_logits, toxic_logits, give_base=give_base)
+
+    DualModelDecoder(base, toxic, tok, Capture(), max_new_tokens=steps, sampling=sampling_for(variant),
+                     ignore_stop=True).generate(prompts, rows)
+    return captured
+
+
+def profile_combiner(captured, method, variant, vocab, repeats=3, top=14):
+    """Per-op CPU time (ms per step) of the decoder's SoCD combiner and of the unfused reference on the same
+    captured logits, and each one's wall time per step (best and median of ``repeats`` passes over the steps).
+    The base logits are cloned before each call (the decoder hands them over), outside the timed region."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from hspd.socd import _vocab_view, make_combiner, parse_method, socd_core_unfused
+
+    combiner = make_combiner(method, variant, vocab_size=vocab)
+    divergence = parse_method(method)[1]
+
+    def fused(b, t):
+        return combiner(b, t, give_base=True)
+
+    def unfused(b, t):
+        sb, st, _ = _vocab_view(b, t, vocab)
+        return socd_core_unfused(sb, st, divergence=divergence, variant=variant)
+
+    report = {}
+    for name, fn in (("fused", fused), ("unfused", unfused)):
+        fn(captured[0][0].clone(), captured[0][1])  # warm-up: workspace, allocator
+        walls = []
+        for _ in range(repeats):
+            for b, t in captured:
+                b = b.clone()
+                start = time.perf_counter()
+                fn(b, t)
+                walls.append(time.perf_counter() - start)
+        inputs = [(b.clone(), t) for b, t in captured]
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for b, t in inputs:
+                fn(b, t)
+        ops = sorted(((e.key, e.self_cpu_time_total / 1e3 / len(captured), e.count / len(captured))
+                      for e in prof.key_averages()), key=lambda x: -x[1])
+        report[name] = dict(best_ms=round(min(walls) * 1e3, 2), median_ms=round(statistics.median(walls) * 1e3, 2),
+                            ops={k: (round(ms, 3), calls) for k, ms, calls in ops[:top]})
+    return report
+
+
+def print_profile(report, shape):
+    print()
+    print(f"SoCD combiner per step at {list(shape)} (wall ms: best / median; per-op self CPU ms per step, calls):")
+    for name, r in report.items():
+        print()
+        print(f"{name}: {r['best_ms']:.2f} / {r['median_ms']:.2f} ms")
+        print("| op | ms/step | calls/step |")
+        print("|---|---:|---:|")
+        for op, (ms, calls) in r["ops"].items():
+            print(f"| {op} | {ms:.3f} | {calls:g} |")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -152,6 +231,9 @@ def main(argv=None):
     parser.add_argument("--reference", choices=["auto", "yes", "no"], default="auto",
                         help="time the per-row generate reference (auto: not with --real-size)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one combiner step per op, fused next to unfused (--repeats 0: only that)")
+    parser.add_argument("--profile-steps", type=int, default=8, help="decoding steps whose logits are profiled")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -188,6 +270,19 @@ def main(argv=None):
             return run_ours(toxic, None, tok, "prompt", prompts, rows, args.new_tokens, args.variant)
         return run_ours(base, toxic, tok, args.method, prompts, rows, args.new_tokens, args.variant)
 
+    profile_report = None
+    if args.profile:
+        if not args.method.startswith("socd-"):
+            parser.error("--profile profiles a SoCD method")
+        captured = capture_combiner_inputs(base, toxic, tok, args.method, prompts, rows, args.profile_steps,
+                                           args.variant)
+        profile_report = profile_combiner(captured, args.method, args.variant, QWEN_VOCAB)
+        print(json.dumps({"profile": profile_report}), flush=True)
+        print_profile(profile_report, captured[0][0].shape)
+        del captured
+        if args.repeats == 0:
+            return {"setting": setting, "profile": profile_report}
+
     # Warm-up (allocator, kernels), then interleaved repeats so that background load hits all alike.
     run_ours(base, toxic, tok, args.method, prompts, rows[:2], 4, args.variant)
     times = {k: [] for k in ("base", "toxic", "socd")}
@@ -220,6 +315,8 @@ def main(argv=None):
     }
     if "reference" in best:
         result["speedup_over_reference"] = round(best["reference"] / best["socd"], 2)
+    if profile_report is not None:
+        result["combiner_profile"] = profile_report
     print(json.dumps(result), flush=True)
 
     print()

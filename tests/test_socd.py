@@ -245,3 +245,158 @@ def test_suppression_only_lowers_masked_logits_in_the_paper_variant():
     diff = out.logits - s_b
     assert (diff[out.mask] <= 0).all() and (diff[~out.mask] == 0).all()
     assert np.allclose(diff[out.mask].numpy(), -(out.alpha[:, None] * s_t.abs())[out.mask].numpy(), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The fast step (socd_core: workspace, in place, candidate selection) against the plain one (socd_core_unfused)
+
+
+def _random_logits(batch, width, seed, scales=(0.02, 0.1, 0.3, 0.6, 1.0, 2.0)):
+    g = torch.Generator().manual_seed(seed)
+    s_b = 3 * torch.randn(batch, width, generator=g)
+    scale = torch.tensor(scales * (batch // len(scales) + 1))[:batch, None]
+    return s_b, s_b + scale * torch.randn(batch, width, generator=g)
+
+
+@pytest.mark.parametrize("variant", ["paper", "code"])
+@pytest.mark.parametrize("name", ["fkl", "rkl", "js", "jsd", "tvd", "emd", "emd_l2"])
+def test_fast_step_equals_unfused_reference(name, variant):
+    from hspd.socd import SAMPLE_MIN_VOCAB, Workspace, socd_core, socd_core_unfused
+
+    # Wide enough for the sampled candidate threshold; rows from near-identical (small k) to far apart.
+    vocab = SAMPLE_MIN_VOCAB + 1904
+    s_b, s_t = _random_logits(6, vocab, seed=11)
+    want = socd_core_unfused(s_b, s_t, divergence=name, variant=variant, k_min=10)
+    workspace = Workspace()
+    for _ in range(2):  # the second call reuses the workspace
+        got = socd_core(s_b.clone(), s_t, divergence=name, variant=variant, k_min=10, workspace=workspace,
+                        with_mask=True)
+        assert torch.equal(got[1], want[1]) and torch.equal(got[2], want[2])
+        assert torch.equal(got[3], want[3])  # no ties here: the same set, bit for bit the same logits
+        assert torch.equal(got[0], want[0])
+    assert len(set(want[2].tolist())) > 3
+    positives = ((s_t.log_softmax(-1) - s_b.log_softmax(-1)) > 0).sum(-1)
+    assert torch.equal(got[3].sum(-1), torch.minimum(want[2], positives))
+
+
+def test_fast_step_without_workspace_and_from_strided_bf16_views():
+    from hspd.socd import socd_core, socd_core_unfused
+
+    s_b, s_t = _random_logits(5, 5000, seed=12)
+    wide_b = torch.cat([s_b, torch.full((5, 70), 40.0)], dim=1)  # padded columns: strided [:, :V] views
+    wide_t = torch.cat([s_t, torch.full((5, 70), -40.0)], dim=1).bfloat16()
+    want = socd_core_unfused(s_b, wide_t[:, :5000].float(), divergence="emd", k_min=10)
+    got = socd_core(wide_b[:, :5000], wide_t[:, :5000], divergence="emd", k_min=10, with_mask=True)
+    assert got[0].is_contiguous() and torch.equal(got[0], want[0]) and torch.equal(got[3], want[3])
+    assert torch.equal(wide_b[:, :5000], s_b)  # not overwritten
+    target = wide_b.clone()
+    same = socd_core(target[:, :5000], wide_t[:, :5000], divergence="emd", k_min=10, overwrite=True)
+    assert same[0].data_ptr() == target.data_ptr() and torch.equal(target[:, :5000], want[0])
+    assert torch.equal(target[:, 5000:], wide_b[:, 5000:])  # the padded columns are left alone
+
+
+def test_combiner_workspace_across_batch_sizes_and_give_base():
+    # The decoder drops finished rows, so the batch shrinks (and a new generate call may grow it again).
+    s_b, s_t = _random_logits(6, 4700, seed=13)
+    wide_b = torch.cat([s_b, torch.zeros(6, 30)], dim=1)
+    combiner = make_combiner("socd-js", vocab_size=4700)
+    for rows in (6, 2, 5, 6):
+        fresh = socd_logits(wide_b[:rows], s_t[:rows], divergence="js", vocab_size=4700)
+        given = wide_b[:rows].clone()
+        logits, stats = combiner(given, s_t[:rows], give_base=True)
+        assert torch.equal(logits, fresh.logits[:, :4700]) and torch.equal(stats["k"], fresh.k)
+        assert logits.data_ptr() == given.data_ptr()  # written into the handed-over logits, no copy
+        kept, _ = combiner(wide_b[:rows], s_t[:rows])
+        assert torch.equal(kept, fresh.logits[:, :4700]) and kept.data_ptr() != wide_b.data_ptr()
+    assert torch.equal(wide_b[:, :4700], s_b)
+
+
+def test_missed_candidate_estimate_falls_back_to_every_positive(monkeypatch):
+    import hspd.socd as socd
+
+    s_b, s_t = _random_logits(6, 6000, seed=14)
+    want = socd.socd_core_unfused(s_b, s_t, divergence="tvd", k_min=10)
+    calls = []
+    real_gt = torch.gt
+
+    def counting_gt(*args, **kwargs):
+        calls.append(1)
+        return real_gt(*args, **kwargs)
+
+    # A negative margin puts the sampled threshold above the k-th value in most rows: those rows are redone.
+    monkeypatch.setattr(socd, "SAMPLE_SIGMAS", -6.0)
+    monkeypatch.setattr(torch, "gt", counting_gt)
+    got = socd.socd_core(s_b, s_t, divergence="tvd", k_min=10, with_mask=True)
+    assert len(calls) == 2  # the comparison ran again for the rows that fell short
+    assert torch.equal(got[0], want[0]) and torch.equal(got[3], want[3])
+
+
+def _stable_selection(s_b, s_t, k):
+    """The SPEC's I with ties broken by the lower column: a stable descending sort of d per row (float32)."""
+    d = s_t.float().log_softmax(-1) - s_b.float().log_softmax(-1)
+    mask = torch.zeros(d.shape, dtype=torch.bool)
+    for r in range(d.shape[0]):
+        order = sorted(range(d.shape[1]), key=lambda i: -d[r, i].item())
+        chosen = [i for i in order if d[r, i] > 0][: int(k[r])]
+        mask[r, chosen] = True
+    return mask
+
+
+@pytest.mark.parametrize("vocab", [40, 5000])
+def test_ties_at_the_k_th_value_take_the_lowest_columns(vocab):
+    # Toxic logits on a few integer levels: d takes a handful of values, each on many columns, so the k-th
+    # largest is tied with many others (the sampled threshold path at 5000 columns, the direct one at 40).
+    g = torch.Generator().manual_seed(15)
+    s_b = torch.randint(0, 3, (4, vocab), generator=g).float()
+    s_t = torch.randint(0, 4, (4, vocab), generator=g).float() * torch.tensor([[0.5], [1.0], [2.0], [0.1]])
+    for variant in ("paper", "code"):
+        out = socd_logits(s_b, s_t, divergence="tvd", variant=variant, k_min=3)
+        assert torch.equal(out.mask, _stable_selection(s_b, s_t, out.k))
+        penalty = s_t.abs() if variant == "paper" else s_t
+        torch.testing.assert_close(out.logits, torch.where(out.mask, s_b - out.alpha[:, None] * penalty, s_b),
+                                   rtol=0, atol=0)
+
+
+def test_tie_by_hand():
+    # p uniform over 8 tokens, q = (4, 2, 2, 2, 1, 1, 1, 1)/14: d = ln(8q) = (0.827, 0.134, 0.134, 0.134, −0.560 ×4).
+    # TVD = ½(|1/8 − 4/14| + 3|1/8 − 2/14| + 4|1/8 − 1/14|) = ½(0.160714 + 0.053571 + 0.214286) = 3/14
+    # α = ln(17/14) / (1 + ln(17/14)) = 0.194156 / 1.194156 = 0.162588; αV = 1.3007
+    # paper: k = clip(ceil(1.3007), 2, 4) = 2; code: clip(floor(1.3007), 2, 8) = 2
+    # I = {0} and one of the three tied tokens 1, 2, 3: the lowest, 1.
+    s_b = torch.zeros(1, 8)
+    s_t = torch.tensor([[4.0, 2, 2, 2, 1, 1, 1, 1]]).log()
+    for variant in ("paper", "code"):
+        out = socd_logits(s_b, s_t, divergence="tvd", variant=variant, k_min=2)
+        assert out.alpha.item() == pytest.approx(0.162588, abs=1e-6)
+        assert out.k.item() == 2
+        assert out.mask[0].nonzero().flatten().tolist() == [0, 1]
+        # s'_1 = 0 − α · ln 2 (s_t ≥ 0 here, so both variants agree) = −0.112698
+        assert out.logits[0, 1].item() == pytest.approx(-0.112698, abs=1e-6)
+        assert out.logits[0, 2].item() == 0.0
+
+
+def test_in_place_divergences_equal_the_library_bit_for_bit():
+    from hspd.divergences import DIVERGENCES
+    from hspd.socd import _divergence_in_place
+
+    g = torch.Generator().manual_seed(16)
+    s_b, s_t = 3 * torch.randn(4, 700, generator=g), 3 * torch.randn(4, 700, generator=g)
+    s_b[0, :50] = -math.inf  # zero probabilities on one side only: the clamped log-ratios
+    s_t[1, 100:120] = -math.inf
+    log_p, log_q = s_b.log_softmax(-1), s_t.log_softmax(-1)
+    for name, fn in DIVERGENCES.items():
+        want = fn(log_p.exp(), log_q.exp(), log_p, log_q)
+        got = _divergence_in_place(name, log_p.exp(), log_q.exp(), log_p, log_q)
+        assert torch.equal(got, want), name
+    one = torch.zeros(2, 1)
+    assert torch.equal(_divergence_in_place("emd", one.exp(), one.exp(), one, one), torch.zeros(2))
+
+
+def test_combiner_workspace_inside_and_outside_inference_mode():
+    s_b, s_t = _random_logits(3, 4200, seed=17)
+    combiner = make_combiner("socd-emd", vocab_size=4200)
+    want = socd_logits(s_b, s_t, divergence="emd", vocab_size=4200)
+    with torch.inference_mode():
+        inside, _ = combiner(s_b, s_t)
+    outside, _ = combiner(s_b, s_t)
+    assert torch.equal(inside, want.logits) and torch.equal(outside, want.logits)
