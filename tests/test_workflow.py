@@ -153,9 +153,9 @@ def test_demo_rewriting_lowers_direct_toxicity(demo_run):
 @pytest.mark.slow
 def test_demo_finetuning_on_rewritten_text_lowers_toxicity(demo_run):
     """The paper's direction in miniature (SPEC §8): every target fine-tuned on a rewritten corpus (HSPD) is less
-    toxic than the same target before (EMT ID, the mean over prompts of the most toxic of 25 continuations), TP ID
-    falls clearly on average, and the raw-text control is more toxic than HSPD for every target. TP per target is
-    a count over 36 prompts, too coarse to assert one by one."""
+    toxic than the same target before (EMT ID, the mean over prompts of the most toxic of its 10 continuations),
+    TP ID falls clearly on average, and the raw-text control is more toxic than HSPD for every target. TP per
+    target is a count over 36 prompts, too coarse to assert one by one."""
     import pandas as pd
 
     work, _ = demo_run
