@@ -1,5 +1,6 @@
 """Metrics against hand-computed values (SPEC §5)."""
 
+import json
 import math
 
 import numpy as np
@@ -164,6 +165,17 @@ def test_perplexity_by_seed_reads_one_record_per_model_in_seed_order():
         M.perplexity_by_seed(record, [42, 44], "a/perplexity.json")
     with pytest.raises(DataError, match="b.json: not a perplexity record with per-seed summaries"):
         M.perplexity_by_seed({"ppl": 10.0}, [42], "b.json")  # a per-seed file of the old layout
+
+
+def test_read_perplexities_lists_models_then_seeds(tmp_path):
+    for name, base in (("a", 10.0), ("b", 20.0)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(
+            {"model": name, "seeds": {"42": {"ppl": base}, "43": {"ppl": base + 1}}}))
+    paths = [str(tmp_path / "b.json"), str(tmp_path / "a.json")]
+    assert [(r["model"], r["ppl"]) for r in M.read_perplexities(paths, [43, 42])] == [
+        ("b", 21.0), ("b", 20.0), ("a", 11.0), ("a", 10.0)]
+    with pytest.raises(DataError, match=r"a.json: no perplexity for evaluation seed\(s\) \[44\]"):
+        M.read_perplexities(paths[1:], [44])
 
 
 def test_mean_perplexity_drops_large_and_nan():

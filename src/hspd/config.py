@@ -270,9 +270,8 @@ def _resource_checks(config: Mapping[str, Any]) -> list[str]:
             if size in sizes:
                 variants[f"resources.{rule}.by_size.{size}"] = {**res, **over}
         for key, r in variants.items():
-            for needs_gpu in ("gpu_model",):
-                if r.get(needs_gpu) and r["gpu"] == 0:
-                    problems.append(f"{key}.{needs_gpu}: {r[needs_gpu]!r} is set but the job asks for no GPU (gpu: 0)")
+            if r.get("gpu_model") and r["gpu"] == 0:
+                problems.append(f"{key}.gpu_model: {r['gpu_model']!r} is set but the job asks for no GPU (gpu: 0)")
             flag = MANAGED_SBATCH_FLAGS.search(r.get("slurm_extra") or "")
             if flag:
                 problems.append(f"{key}.slurm_extra: {flag.group(1)} is set from the other resource keys (gpu, "

@@ -257,6 +257,13 @@ def perplexity_by_seed(record: Mapping, seeds: Sequence[int], path: str = "perpl
     return [dict(per_seed[str(s)], model=record.get("model")) for s in seeds]
 
 
+def read_perplexities(paths: Sequence[str], seeds: Sequence[int]) -> list[dict]:
+    """The per-seed summaries of several evaluated models' perplexity files, models × seeds in that order."""
+    from hspd.io import read_json
+
+    return [r for path in paths for r in perplexity_by_seed(read_json(path), seeds, str(path))]
+
+
 def mean_perplexity(values, max_ppl: float = PPL_MAX) -> dict:
     """Mean perplexity over continuations after dropping values ≥ ``max_ppl`` (UniDetox) and NaN (empty ones).
 

@@ -441,7 +441,8 @@ class Combiner:
 
     Call it with ``(base_logits [batch, ≥V], toxic_logits [batch, ≥V] | None)``; it returns ``(logits, stats)``
     where ``logits`` is float32 ``[batch, V]`` (the columns beyond the vocabulary are dropped, so they cannot
-    be sampled; with ``give_base`` it may be a strided view into ``base_logits``) and ``stats`` holds ``alpha`` and ``k`` (``[batch]``) for SoCD and is empty otherwise.
+    be sampled; with ``give_base`` it may be a strided view into ``base_logits``) and ``stats`` holds ``alpha``
+    and ``k`` (``[batch]``) for SoCD and is empty otherwise.
     """
 
     method: str

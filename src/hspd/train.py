@@ -654,8 +654,8 @@ def finetune_target(model, tokenizer, texts: Sequence[str], *, lr: float = 3e-5,
     Full fine-tuning (or LoRA with ``lora``: ``r``, ``alpha``, ``dropout``, ``target_modules``; ``enabled`` is
     ignored) with AdamW; ``total_batch`` texts per optimizer step as ``per_device_batch`` × accumulation.
     ``output_dir/step{N}/`` holds a plain (LoRA merged) model for each of ``save_steps`` (default: the last
-    step), stored as ``save_dtype``; the final model is the last save step's. ``max_length`` counts content tokens, as
-    ``sample_finetune_set`` does; the tokenizer's special tokens come on top, so no chosen text is cut.
+    step), stored as ``save_dtype``; the final model is the last save step's. ``max_length`` counts content
+    tokens, as ``sample_finetune_set`` does; the tokenizer's special tokens come on top, so no chosen text is cut.
     """
     from hspd.io import write_json
 
@@ -678,8 +678,8 @@ def finetune_target(model, tokenizer, texts: Sequence[str], *, lr: float = 3e-5,
                              grad_accum=total_batch // per_device_batch, max_steps=max_steps,
                              max_length=max_length + tokenizer.num_special_tokens_to_add(), seed=seed,
                              eval_every=max(1, max_steps // 20), save_steps=save_steps, output_dir=output_dir,
-                             save_dtype=save_dtype, select_best=None, gradient_checkpointing=gradient_checkpointing, progress=progress,
-                             log=log)
+                             save_dtype=save_dtype, select_best=None, gradient_checkpointing=gradient_checkpointing,
+                             progress=progress, log=log)
     if lora is not None:
         result.model = result.model.merge_and_unload()
     write_json({**result.summary(), "final_step": save_steps[-1], "lr": lr, "betas": list(betas),

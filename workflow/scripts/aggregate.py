@@ -3,7 +3,7 @@
 
 from hspd.io import read_json, write_table
 from hspd.jobs import rule_job
-from hspd.metrics import aggregate_runs, perplexity_by_seed
+from hspd.metrics import aggregate_runs, read_perplexities
 from hspd.selection import read_selection
 from hspd.systems import selection_path
 
@@ -11,7 +11,7 @@ with rule_job(snakemake) as log:
     p, i = snakemake.params, snakemake.input
     chosen = {path: read_selection(path)["value"] for path in i.selections}
     models = [{**m, "chosen": chosen.get(selection_path(m["target"], m["system"], m["ft"]))} for m in p.models]
-    ppl = [r for f in i.perplexity for r in perplexity_by_seed(read_json(f), p.seeds, f)]  # models × seeds
+    ppl = read_perplexities(i.perplexity, p.seeds)  # models × seeds
     runs, summary = aggregate_runs(models, p.seeds, toxigen=[read_json(f) for f in i.toxigen], perplexity=ppl,
                                    diversity=[read_json(f) for f in i.diversity], mmlu=[read_json(f) for f in i.mmlu])
     log.info("%d runs of %d models\n%s", len(runs), len(p.models), summary.to_string(index=False))

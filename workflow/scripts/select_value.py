@@ -4,7 +4,7 @@ only candidate. Writes the choice with the validation table it was made on."""
 
 from hspd.io import read_json, write_json
 from hspd.jobs import rule_job
-from hspd.metrics import perplexity_by_seed
+from hspd.metrics import read_perplexities
 from hspd.selection import choose_steps, choose_with_ppl_cap, ppl_cap, selection_record, sweep_table
 
 RULES = {"steps": "lowest validation TP, ties to the fewest steps",
@@ -15,11 +15,10 @@ with rule_job(snakemake) as log:
     table, cap = None, None
     if plan["how"] == "validation":
         seeds = snakemake.params.seeds
-        ppl = [r for f in i.perplexity for r in perplexity_by_seed(read_json(f), seeds, f)]
+        ppl = read_perplexities(i.perplexity, seeds)
         table = sweep_table(list(plan["values"]), [read_json(f) for f in i.toxigen], ppl)
         if plan["rule"] == "ppl_cap":
-            cap = ppl_cap([r for f in i.cap for r in perplexity_by_seed(read_json(f), seeds, f)],
-                          snakemake.params.ppl_cap_factor)
+            cap = ppl_cap(read_perplexities(i.cap, seeds), snakemake.params.ppl_cap_factor)
             value = choose_with_ppl_cap(table, cap)
         else:
             value = choose_steps(table)
