@@ -1,0 +1,45 @@
+"""benchmarks/rule_table.py: the per-rule table of a run's benchmark files, checked by hand."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def _load():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "rule_table.py"
+    spec = importlib.util.spec_from_file_location("rule_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _bench(path: Path, *rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(HEADER + "".join(f"{s}\t0:00:00\t{rss}\t0\t0\t0\t0\t0\t0\t0\n" for s, rss in rows))
+
+
+def test_rule_table_by_hand(tmp_path):
+    rt = _load()
+    _bench(tmp_path / "toxigen_eval/test/a/seed42.tsv", (10.0, 500.0))
+    _bench(tmp_path / "toxigen_eval/val/b/seed42.tsv", (20.0, 700.0))
+    _bench(tmp_path / "train_toxic.tsv", (5.0, 900.0))
+    _bench(tmp_path / "mmlu/x.tsv", (1.0, 100.0), (3.0, 200.0))  # a repeated benchmark: two runs
+    table = rt.rule_table(tmp_path)
+    assert list(table.index) == ["toxigen_eval", "train_toxic", "mmlu"]
+    assert table.loc["toxigen_eval"].tolist() == [2, 15.0, 30.0, 700.0]
+    assert table.loc["mmlu"].tolist() == [2, 2.0, 4.0, 200.0]
+    md = rt.markdown(table).splitlines()
+    assert md[2] == "| toxigen_eval | 2 | 15.0 | 30 | 700 |"
+    assert md[-1] == "| all | 5 | | 39 | 900 |"
+
+
+def test_rule_table_says_what_is_wrong(tmp_path):
+    rt = _load()
+    with pytest.raises(SystemExit, match="no benchmark files"):
+        rt.rule_table(tmp_path)
+    (tmp_path / "x.tsv").write_text("a\tb\n1\t2\n")
+    with pytest.raises(SystemExit, match=r"x.tsv: not a Snakemake benchmark file \(no 's' column\)"):
+        rt.rule_table(tmp_path)
