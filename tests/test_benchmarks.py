@@ -8,9 +8,9 @@ import pytest
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
 
-def _load():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "rule_table.py"
-    spec = importlib.util.spec_from_file_location("rule_table", path)
+def _load(name="rule_table"):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -43,3 +43,23 @@ def test_rule_table_says_what_is_wrong(tmp_path):
     (tmp_path / "x.tsv").write_text("a\tb\n1\t2\n")
     with pytest.raises(SystemExit, match=r"x.tsv: not a Snakemake benchmark file \(no 's' column\)"):
         rt.rule_table(tmp_path)
+
+
+def test_startup_summary_by_hand(tmp_path):
+    bs = _load("bench_startup")
+    _bench(tmp_path / "empty/0.tsv", (0.2, 50.0))
+    _bench(tmp_path / "empty/1.tsv", (0.4, 50.0))
+    _bench(tmp_path / "model/0.tsv", (5.0, 400.0))
+    assert bs.summarise(tmp_path) == {"empty": {"jobs": 2, "mean_s": pytest.approx(0.3), "min_s": 0.2},
+                                      "model": {"jobs": 1, "mean_s": 5.0, "min_s": 5.0}}
+
+
+def test_startup_workflow_runs_its_jobs(tmp_path):
+    """The throw-away workflow runs under Snakemake and each job writes its benchmark file (the job that does
+    nothing only: seconds, not the torch kinds)."""
+    bs = _load("bench_startup")
+    bs.write_workflow(tmp_path, "no-model-needed", repeats=2, kinds=("empty",))
+    bs.run(tmp_path)
+    assert (tmp_path / "out/empty/1.txt").read_text() == "empty"
+    table = bs.summarise(tmp_path / "bench")
+    assert list(table) == ["empty"] and table["empty"]["jobs"] == 2 and table["empty"]["min_s"] > 0
