@@ -12,6 +12,11 @@ It prints each kind's mean and minimum seconds from the jobs' ``benchmark:`` fil
 exit). Run: ``python benchmarks/bench_startup.py [--model DIR] [--repeats 4]``; without ``--model`` it saves the
 tests' tiny GPT2 (random weights: load cost, not size, is what is measured). A run of N jobs that load a model
 spends at least N × the ``model`` floor before any work; on 2 cores, half that in wall time.
+
+``--imports`` says where the ``model`` floor goes: ``python -X importtime`` of a process that loads the model,
+reduced to the cumulative import time of the modules in ``WATCH`` (torch, transformers, and the parts of
+transformers' modelling stack that a tiny model's load pays for, among them ``torch.distributed.tensor`` and
+``torch._dynamo``), beside the process's wall time.
 """
 
 from __future__ import annotations
@@ -81,6 +86,50 @@ def save_tiny_model(path: Path) -> Path:
     return path
 
 
+# The modules a model load imports first, each with what it imports in turn (seen with -X importtime on a tiny
+# GPT2): torch's core, transformers' own, then its modelling stack's layers, activations (hub kernels, which
+# import torch.distributed.tensor) and torch._dynamo (imported by the decorators of generation's code).
+WATCH = ("pandas", "torch", "transformers", "transformers.configuration_utils", "transformers.modeling_layers",
+         "transformers.activations", "torch.distributed.tensor", "torch._dynamo")
+
+LOAD = """\
+from hspd.models import load_causal_lm, load_tokenizer
+spec = {{"path": {model!r}}}
+load_tokenizer(spec, "model")
+load_causal_lm(spec, "model")
+"""
+
+
+def import_times(importtime_log: str, modules=WATCH) -> dict[str, float]:
+    """{module: cumulative seconds} of the ``modules`` that ``python -X importtime`` reports, in their order.
+
+    A line reads ``import time: <self µs> | <cumulative µs> | <indent><module>``; a module appears once, at its
+    first import, and its cumulative time includes every module it imported first."""
+    found = {}
+    for line in importtime_log.splitlines():
+        if not line.startswith("import time:") or line.count("|") != 2:
+            continue
+        _, cumulative, name = line.split("|")
+        if name.strip() in modules and cumulative.strip().isdigit():
+            found[name.strip()] = int(cumulative) / 1e6
+    return {m: found[m] for m in modules if m in found}
+
+
+def profile_imports(model: str | Path) -> tuple[float, dict[str, float]]:
+    """(wall seconds, ``import_times``) of one process that loads ``model`` under ``python -X importtime``."""
+    import time
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               OMP_NUM_THREADS="1")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", LOAD.format(model=str(model))], env=env,
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"loading {model} failed:\n{proc.stderr[-3000:]}")
+    return wall, import_times(proc.stderr)
+
+
 def run(work: Path, cores: int = 1) -> None:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
@@ -95,10 +144,17 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a local causal-LM folder (default: the tests' tiny GPT2)")
     parser.add_argument("--repeats", type=int, default=4, help="jobs of each kind")
+    parser.add_argument("--imports", action="store_true", help="where the model floor goes, by imported module")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="hspd-startup-") as tmp:
         work = Path(tmp) / "wf"
         model = args.model or save_tiny_model(Path(tmp) / "model")
+        if args.imports:
+            wall, times = profile_imports(model)
+            print(f"| module (cumulative import) | s |\n|---|---:|\n| whole process, model loaded | {wall:.2f} |")
+            for name, seconds in times.items():
+                print(f"| {name} | {seconds:.2f} |")
+            return
         write_workflow(work, model, args.repeats)
         run(work)
         table = summarise(work / "bench")

@@ -63,3 +63,19 @@ def test_startup_workflow_runs_its_jobs(tmp_path):
     assert (tmp_path / "out/empty/1.txt").read_text() == "empty"
     table = bs.summarise(tmp_path / "bench")
     assert list(table) == ["empty"] and table["empty"]["jobs"] == 2 and table["empty"]["min_s"] > 0
+
+
+def test_import_times_by_hand():
+    """The watched modules' cumulative times, in seconds, from a hand-written ``-X importtime`` log; a module
+    outside the watch list and a malformed line are ignored."""
+    bs = _load("bench_startup")
+    log = "\n".join([
+        "import time: self [us] | cumulative | imported package",
+        "import time:       120 |     900000 | torch",
+        "import time:        40 |      1500000 |   torch._dynamo",
+        "import time:        10 |         20 | json",
+        "import time: garbage",
+        "import time:      3000 |    2500000 | transformers",
+    ])
+    assert bs.import_times(log) == {"torch": 0.9, "transformers": 2.5, "torch._dynamo": 1.5}
+    assert list(bs.import_times(log)) == ["torch", "transformers", "torch._dynamo"]
