@@ -100,6 +100,12 @@ load_causal_lm(spec, "model")
 """
 
 
+def offline_env(**extra) -> dict[str, str]:
+    """This process's environment for a measured child: the project's sources first, the hub offline."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
+                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **extra)
+
+
 def import_times(importtime_log: str, modules=WATCH) -> dict[str, float]:
     """{module: cumulative seconds} of the ``modules`` that ``python -X importtime`` reports, in their order.
 
@@ -119,8 +125,7 @@ def profile_imports(model: str | Path) -> tuple[float, dict[str, float]]:
     """(wall seconds, ``import_times``) of one process that loads ``model`` under ``python -X importtime``."""
     import time
 
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               OMP_NUM_THREADS="1")
+    env = offline_env(OMP_NUM_THREADS="1")
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", LOAD.format(model=str(model))], env=env,
                           capture_output=True, text=True)
@@ -131,8 +136,7 @@ def profile_imports(model: str | Path) -> tuple[float, dict[str, float]]:
 
 
 def run(work: Path, cores: int = 1) -> None:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env = offline_env()
     snakemake = Path(sys.executable).with_name("snakemake")
     proc = subprocess.run([str(snakemake), "--cores", str(cores), "--quiet", "all"], cwd=work, env=env,
                           capture_output=True, text=True)
@@ -147,7 +151,6 @@ def main(argv=None) -> None:
     parser.add_argument("--imports", action="store_true", help="where the model floor goes, by imported module")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="hspd-startup-") as tmp:
-        work = Path(tmp) / "wf"
         model = args.model or save_tiny_model(Path(tmp) / "model")
         if args.imports:
             wall, times = profile_imports(model)
@@ -155,6 +158,7 @@ def main(argv=None) -> None:
             for name, seconds in times.items():
                 print(f"| {name} | {seconds:.2f} |")
             return
+        work = Path(tmp) / "wf"
         write_workflow(work, model, args.repeats)
         run(work)
         table = summarise(work / "bench")
