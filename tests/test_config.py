@@ -166,6 +166,37 @@ def test_evaluated_systems_share_jobs(paper):
                                                          "ft-unidetox-a0.1-lr1e-5", "ft-gpt2-samples"]
 
 
+def test_a_baseline_runs_on_the_targets_its_config_names(paper, demo):
+    from hspd import systems as S
+
+    c = copy.deepcopy(paper)
+    c["systems"]["dexperts"]["targets"] = ["opt-6.7b"]
+    c["systems"]["unidetox"]["targets"] = ["gpt2-xl"]
+    cfg.validate(c)
+    assert "dexperts" in S.target_systems(c, "opt-6.7b") and "dexperts" not in S.target_systems(c, "gpt2-xl")
+    evaluated = S.evaluated(c)
+    assert S.Evaluated("opt-6.7b", "dexperts", "base") in evaluated
+    assert S.Evaluated("falcon-7b", "dexperts", "base") not in evaluated
+    assert S.Evaluated("opt-6.7b", "ft-unidetox-a0.1-lr5e-5", "ft0") not in evaluated
+    # The table rows follow; OPT's PPL cap falls back to the released target when UniDetox does not run on it.
+    rows = S.table_rows(c, c["experiment"]["main"], ["gpt2-xl", "opt-6.7b"], kinds=("dexperts", "unidetox"))
+    assert [(t, n) for t, n, _ in rows] == [("gpt2-xl", "ft-unidetox-a0.1-lr5e-5"), ("gpt2-xl", "ft-unidetox-a0.1-lr1e-5"),
+                                            ("opt-6.7b", "dexperts")]
+    assert S.cap_references(c, "opt-6.7b") == [("original", "base")]
+    assert S.cap_references(c, "gpt2-xl") == [("ft-unidetox-a0.1-lr5e-5", "ft0"), ("ft-unidetox-a0.1-lr1e-5", "ft0")]
+    # The demo: the decoding and weight baselines on its GPT2 target only; every target keeps the corpus systems.
+    assert S.target_systems(demo, "demo-opt") == ["original", "ft-raw", "ft-unidetox-a0.1-lr0.002",
+                                                  "ft-socd-emd_demo-qwen2-m"]
+    assert "lm-steer" in S.target_systems(demo, "demo-gpt2")
+    # A target that is not in `targets` is named with its key path, before any job.
+    c["systems"]["lm_steer"]["targets"] = ["gpt2-xl", "gpt-5"]
+    with pytest.raises(ConfigError, match=re.escape("systems.lm_steer.targets[1]: target 'gpt-5' is not in `targets`")):
+        cfg.validate(c)
+    c["systems"]["lm_steer"]["targets"] = []
+    with pytest.raises(ConfigError, match=r"systems\.lm_steer\.targets"):
+        cfg.validate(c)
+
+
 def test_system_names_round_trip(paper):
     from hspd import systems as S
 

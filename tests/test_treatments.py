@@ -172,3 +172,52 @@ def test_trained_parts_are_data_and_must_fit(saved, tmp_path):
     with pytest.raises(ModelError, match=r"shape \(2, 7\) does not fit the target's hidden size 32"):
         load_treated(target, treatment("detoxigen", param="alpha", value=1.0), name="t",
                      trained=[str(tmp_path / "narrow")])
+
+
+# --- every treatment on every target architecture ------------------------------------------------------------------
+# The demo runs the decoding and weight baselines on its GPT2 target only (demo/demo.yaml); the paper config runs them
+# on GPT2, Llama, OPT and Falcon. Each architecture here trains the steering matrix and the soft prompt, loads every
+# swept system and samples from it with the evaluation's own code.
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "opt", "falcon"])
+def test_every_swept_treatment_on_every_target_architecture(arch, tmp_path):
+    from hspd.baselines import save_soft_prompt, save_steering, train_soft_prompt, train_steering
+    from hspd.evaluate import toxigen_generate
+
+    build = getattr(tiny, arch)
+    tok = tiny.tokenizer(add_bos=arch == "llama")
+    for name, seed in (("target", 0), ("toxic", 1)):
+        build(seed=seed).save_pretrained(tmp_path / name)
+        tok.save_pretrained(tmp_path / name)
+    texts = tiny.corpus(8)
+    quiet = dict(batch_size=4, epochs=1, max_length=24, seed=0, progress=False, log=lambda *a: None)
+    train_tok = tiny.tokenizer(add_bos=arch == "llama")
+    train_tok.padding_side = "right"
+    save_steering(train_steering(build(seed=0).train(), train_tok, texts, epsilon=0.5, lr=1e-1, **quiet),
+                  tmp_path / "lm_steer")
+    save_soft_prompt(train_soft_prompt(build(seed=0).train(), train_tok, texts, n_virtual=2, lr=1e-1, **quiet),
+                     tmp_path / "detoxigen")
+    trained = {"dexperts": "toxic", "task-arithmetic": "toxic", "lm-steer": "lm_steer", "detoxigen": "detoxigen"}
+    values = {"dexperts": ("beta", 1.0), "task-arithmetic": ("lam", 0.5), "lm-steer": ("eps", -2.0),
+              "detoxigen": ("alpha", 1.0)}
+    ids = torch.tensor([tok("the people who live there")["input_ids"]])
+    prompts = pd.DataFrame({"id": ["a", "b"], "text": ["the people who", "women from many places"]})
+    with torch.inference_mode():
+        plain = build(seed=0)(ids).logits
+    for kind, (param, value) in values.items():
+        out = load_treated({"path": str(tmp_path / "target")},
+                           {**treatment(kind, param=param, value=value), "options": {"top_p": 0.9}},
+                           name=f"{arch}/{kind}", trained=[str(tmp_path / trained[kind])])
+        with torch.inference_mode():
+            scores = out.combine(ids) if out.combine is not None else out.model(ids).logits
+        # Every treatment changes the target's next-token scores, and they stay finite (lm-eval reads them).
+        assert scores.shape[:2] == ids.shape and scores.shape[-1] >= len(tok), (kind, scores.shape)
+        assert torch.isfinite(scores).all(), kind
+        assert not torch.allclose(scores[..., :len(tok)].log_softmax(-1), plain[..., :len(tok)].log_softmax(-1),
+                                  atol=1e-4), kind
+        decoder = out.decoder(max_new_tokens=4, top_p=0.9, top_k=None) if out.decoder is not None else None
+        path = toxigen_generate(out.model, out.tokenizer, prompts, seed=42, n_samples=2, max_new_tokens=4,
+                                output_path=tmp_path / f"{kind}.jsonl", decoder=decoder, progress=False)
+        rows = [json.loads(line) for line in open(path)]
+        assert sorted((r["id"], r["sample"]) for r in rows) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)], kind
+        assert all(0 <= r["n_tokens"] <= 4 for r in rows), kind

@@ -188,6 +188,10 @@ def _cross_checks(config: Mapping[str, Any]) -> list[str]:
             if s > uft["max_steps"]:
                 problems.append(f"systems.unidetox.finetune.save_steps[{i}]: step {s} is beyond max_steps "
                                 f"({uft['max_steps']})")
+    for key, spec in config["systems"].items():
+        for i, t in enumerate(spec.get("targets") or ()):
+            if t not in targets:
+                problems.append(f"systems.{key}.targets[{i}]: target {t!r} is not in `targets` (known: {sorted(targets)})")
     sel = config["selection"]
     if sel["target"] is not None and sel["target"] not in targets:
         problems.append(f"selection.target: target {sel['target']!r} is not in `targets` (known: {sorted(targets)})")

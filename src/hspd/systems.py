@@ -94,6 +94,8 @@ class System:
         recipe: fine-tuning settings (``lr``, ``total_batch``, ``per_device_batch``, ``max_steps``,
             ``save_steps``, ``max_length``).
         label: the row label in the tables.
+        targets: the targets of the grids that a baseline runs on, from its config block's ``targets`` (the demo
+            runs the decoding and weight baselines on its GPT2 target only); ``None``, every grid target.
     """
 
     name: str
@@ -105,6 +107,10 @@ class System:
     param: str = ""          # a swept system's hyper-parameter as it appears in a setting: ``beta0.5``
     values: tuple = ()       # its candidate values
     prefix: str | None = None  # a pre-prompt
+    targets: tuple | None = None  # the targets a baseline runs on (``systems.<key>.targets``); None: every one
+
+    def runs_on(self, target: str) -> bool:
+        return self.targets is None or target in self.targets
 
     @property
     def finetuned(self) -> bool:
@@ -133,37 +139,46 @@ def distilled_path(source: str) -> str:
 
 
 def baseline_systems(config: Mapping) -> list[System]:
-    """The corpus baselines the config enables, in the tables' order: raw control, UniDetox, GPT-2 samples."""
+    """The baselines the config enables, in the tables' order: raw control, UniDetox, GPT-2 samples, then the
+    weight and decoding systems."""
     spec = config.get("systems", {})
     out = []
+
+    def only(key: str) -> tuple | None:
+        targets = spec[key].get("targets")
+        return None if targets is None else tuple(targets)
+
     if spec.get("raw", {}).get("enabled", False):
-        out.append(System(RAW, "raw", ID_CORPUS, True, _hspd_recipe(config), "raw control"))
+        out.append(System(RAW, "raw", ID_CORPUS, True, _hspd_recipe(config), "raw control",
+                          targets=only("raw")))
     uni = spec.get("unidetox", {})
     if uni.get("enabled", False):
         for alpha in uni["alphas"]:
             for lr in uni["finetune"]["lrs"]:
                 out.append(System(unidetox_system(alpha, lr), "unidetox", distilled_path(distilled_source(alpha)),
                                   False, _unidetox_recipe(config, lr),
-                                  f"UniDetox (α {format_number(alpha)}, lr {format_number(lr)})"))
+                                  f"UniDetox (α {format_number(alpha)}, lr {format_number(lr)})",
+                                  targets=only("unidetox")))
     samples = spec.get("gpt2_samples", {})
     if samples.get("enabled", False):
         out.append(System(GPT2_SAMPLES, "gpt2-samples", distilled_path(distilled_source(None)), False,
-                          _unidetox_recipe(config, samples["lr"]), "GPT-2 samples"))
+                          _unidetox_recipe(config, samples["lr"]), "GPT-2 samples", targets=only("gpt2_samples")))
     if spec.get("dexperts", {}).get("enabled", False):
         out.append(System("dexperts", "dexperts", label="DExperts (anti-expert)", param="beta",
-                          values=tuple(spec["dexperts"]["betas"])))
+                          values=tuple(spec["dexperts"]["betas"]), targets=only("dexperts")))
     if spec.get("task_arithmetic", {}).get("enabled", False):
         out.append(System("task-arithmetic", "task-arithmetic", label="Task Arithmetic", param="lam",
-                          values=tuple(spec["task_arithmetic"]["lambdas"])))
+                          values=tuple(spec["task_arithmetic"]["lambdas"]), targets=only("task_arithmetic")))
     if spec.get("lm_steer", {}).get("enabled", False):
-        out.append(System("lm-steer", "lm-steer", label="LM-Steer", param="eps", values=tuple(spec["lm_steer"]["values"])))
+        out.append(System("lm-steer", "lm-steer", label="LM-Steer", param="eps", values=tuple(spec["lm_steer"]["values"]),
+                          targets=only("lm_steer")))
     if spec.get("detoxigen", {}).get("enabled", False):
         out.append(System("detoxigen", "detoxigen", label="DetoxiGen", param="alpha",
-                          values=tuple(spec["detoxigen"]["alphas"])))
+                          values=tuple(spec["detoxigen"]["alphas"]), targets=only("detoxigen")))
     if spec.get("preprompt", {}).get("enabled", False):
         for variant in spec["preprompt"]["variants"]:
             out.append(System(f"preprompt-{variant}", "preprompt", label=f"pre-prompt ({variant})",
-                              prefix=PREPROMPTS[variant]))
+                              prefix=PREPROMPTS[variant], targets=only("preprompt")))
     return out
 
 
@@ -199,7 +214,7 @@ def target_systems(config: Mapping, target: str, grids=None) -> list[str]:
     chosen = config["experiment"] if grids is None else {g: config["experiment"][g] for g in grids}
     in_grid = [g for g in chosen.values() if target in g["targets"]]
     if in_grid:
-        names += [s.name for s in baseline_systems(config)]
+        names += [s.name for s in baseline_systems(config) if s.runs_on(target)]
     for grid in in_grid:
         names += [s.name for s in grid_systems(config, grid)]
     return list(dict.fromkeys(names))
@@ -211,7 +226,8 @@ def table_rows(config: Mapping, grid: Mapping, targets=None, kinds=None) -> list
     systems = all_systems(config)
     rows = []
     for t in grid["targets"] if targets is None else targets:
-        names = [ORIGINAL, *(s.name for s in baseline_systems(config)), *(s.name for s in grid_systems(config, grid))]
+        names = [ORIGINAL, *(s.name for s in baseline_systems(config) if s.runs_on(t)),
+                 *(s.name for s in grid_systems(config, grid))]
         rows += [(t, n, systems[n].label) for n in dict.fromkeys(names) if kinds is None or systems[n].kind in kinds]
     return rows
 
@@ -346,9 +362,9 @@ def validation_settings(plan: SelectionPlan, ft_seed: int | None, system: System
 
 def cap_references(config: Mapping, target: str) -> list[tuple[str, str]]:
     """(system, setting) whose validation PPL sets ``target``'s PPL cap: its UniDetox systems at their chosen
-    step (UniDetox §3.4), or the released target when UniDetox is off."""
+    step (UniDetox §3.4), or the released target when UniDetox is off or does not run on ``target``."""
     seed = config["finetune"]["seeds"][0]
-    refs = [(s.name, f"ft{seed}") for s in baseline_systems(config) if s.kind == "unidetox"]
+    refs = [(s.name, f"ft{seed}") for s in baseline_systems(config) if s.kind == "unidetox" and s.runs_on(target)]
     return refs or [(ORIGINAL, "base")]
 
 
