@@ -124,7 +124,7 @@ def test_bad_config_stops_before_any_job(tmp_path):
 def demo_run(tmp_path_factory):
     """The demo, end to end, in a copy of the repository (no results, no venv)."""
     work = copy_repo(tmp_path_factory.mktemp("demo") / "repo")
-    # CI has 90 min in all; the demo takes about 26 min on 2 cores.
+    # CI has 90 min in all; the demo takes 26–30 min on 2 cores.
     proc = run(["--profile", "demo", "--cores", "2"], cwd=work, timeout=5000)
     return work, proc
 
