@@ -191,11 +191,10 @@ def test_every_swept_treatment_on_every_target_architecture(arch, tmp_path):
         tok.save_pretrained(tmp_path / name)
     texts = tiny.corpus(8)
     quiet = dict(batch_size=4, epochs=1, max_length=24, seed=0, progress=False, log=lambda *a: None)
-    train_tok = tiny.tokenizer(add_bos=arch == "llama")
-    train_tok.padding_side = "right"
-    save_steering(train_steering(build(seed=0).train(), train_tok, texts, epsilon=0.5, lr=1e-1, **quiet),
+    tok.padding_side = "right"  # training pads on the right (train_treatment.py); the saved targets keep left
+    save_steering(train_steering(build(seed=0).train(), tok, texts, epsilon=0.5, lr=1e-1, **quiet),
                   tmp_path / "lm_steer")
-    save_soft_prompt(train_soft_prompt(build(seed=0).train(), train_tok, texts, n_virtual=2, lr=1e-1, **quiet),
+    save_soft_prompt(train_soft_prompt(build(seed=0).train(), tok, texts, n_virtual=2, lr=1e-1, **quiet),
                      tmp_path / "detoxigen")
     trained = {"dexperts": "toxic", "task-arithmetic": "toxic", "lm-steer": "lm_steer", "detoxigen": "detoxigen"}
     values = {"dexperts": ("beta", 1.0), "task-arithmetic": ("lam", 0.5), "lm-steer": ("eps", -2.0),

@@ -24,7 +24,7 @@ This module is imported by the Snakefile: no torch, no transformers.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from hspd.config import METHOD_RE, ORIGINAL, corpus_name, parse_corpus
@@ -107,7 +107,7 @@ class System:
     param: str = ""          # a swept system's hyper-parameter as it appears in a setting: ``beta0.5``
     values: tuple = ()       # its candidate values
     prefix: str | None = None  # a pre-prompt
-    targets: tuple | None = None  # the targets a baseline runs on (``systems.<key>.targets``); None: every one
+    targets: tuple | None = None
 
     def runs_on(self, target: str) -> bool:
         return self.targets is None or target in self.targets
@@ -140,45 +140,43 @@ def distilled_path(source: str) -> str:
 
 def baseline_systems(config: Mapping) -> list[System]:
     """The baselines the config enables, in the tables' order: raw control, UniDetox, GPT-2 samples, then the
-    weight and decoding systems."""
+    weight and decoding systems; each runs on the targets its config block's ``targets`` names."""
     spec = config.get("systems", {})
     out = []
 
-    def only(key: str) -> tuple | None:
+    def add(key: str, system: System) -> None:
         targets = spec[key].get("targets")
-        return None if targets is None else tuple(targets)
+        out.append(replace(system, targets=None if targets is None else tuple(targets)))
 
     if spec.get("raw", {}).get("enabled", False):
-        out.append(System(RAW, "raw", ID_CORPUS, True, _hspd_recipe(config), "raw control",
-                          targets=only("raw")))
+        add("raw", System(RAW, "raw", ID_CORPUS, True, _hspd_recipe(config), "raw control"))
     uni = spec.get("unidetox", {})
     if uni.get("enabled", False):
         for alpha in uni["alphas"]:
             for lr in uni["finetune"]["lrs"]:
-                out.append(System(unidetox_system(alpha, lr), "unidetox", distilled_path(distilled_source(alpha)),
-                                  False, _unidetox_recipe(config, lr),
-                                  f"UniDetox (α {format_number(alpha)}, lr {format_number(lr)})",
-                                  targets=only("unidetox")))
+                add("unidetox", System(unidetox_system(alpha, lr), "unidetox", distilled_path(distilled_source(alpha)),
+                                       False, _unidetox_recipe(config, lr),
+                                       f"UniDetox (α {format_number(alpha)}, lr {format_number(lr)})"))
     samples = spec.get("gpt2_samples", {})
     if samples.get("enabled", False):
-        out.append(System(GPT2_SAMPLES, "gpt2-samples", distilled_path(distilled_source(None)), False,
-                          _unidetox_recipe(config, samples["lr"]), "GPT-2 samples", targets=only("gpt2_samples")))
+        add("gpt2_samples", System(GPT2_SAMPLES, "gpt2-samples", distilled_path(distilled_source(None)), False,
+                                   _unidetox_recipe(config, samples["lr"]), "GPT-2 samples"))
     if spec.get("dexperts", {}).get("enabled", False):
-        out.append(System("dexperts", "dexperts", label="DExperts (anti-expert)", param="beta",
-                          values=tuple(spec["dexperts"]["betas"]), targets=only("dexperts")))
+        add("dexperts", System("dexperts", "dexperts", label="DExperts (anti-expert)", param="beta",
+                               values=tuple(spec["dexperts"]["betas"])))
     if spec.get("task_arithmetic", {}).get("enabled", False):
-        out.append(System("task-arithmetic", "task-arithmetic", label="Task Arithmetic", param="lam",
-                          values=tuple(spec["task_arithmetic"]["lambdas"]), targets=only("task_arithmetic")))
+        add("task_arithmetic", System("task-arithmetic", "task-arithmetic", label="Task Arithmetic", param="lam",
+                                      values=tuple(spec["task_arithmetic"]["lambdas"])))
     if spec.get("lm_steer", {}).get("enabled", False):
-        out.append(System("lm-steer", "lm-steer", label="LM-Steer", param="eps", values=tuple(spec["lm_steer"]["values"]),
-                          targets=only("lm_steer")))
+        add("lm_steer", System("lm-steer", "lm-steer", label="LM-Steer", param="eps",
+                               values=tuple(spec["lm_steer"]["values"])))
     if spec.get("detoxigen", {}).get("enabled", False):
-        out.append(System("detoxigen", "detoxigen", label="DetoxiGen", param="alpha",
-                          values=tuple(spec["detoxigen"]["alphas"]), targets=only("detoxigen")))
+        add("detoxigen", System("detoxigen", "detoxigen", label="DetoxiGen", param="alpha",
+                                values=tuple(spec["detoxigen"]["alphas"])))
     if spec.get("preprompt", {}).get("enabled", False):
         for variant in spec["preprompt"]["variants"]:
-            out.append(System(f"preprompt-{variant}", "preprompt", label=f"pre-prompt ({variant})",
-                              prefix=PREPROMPTS[variant], targets=only("preprompt")))
+            add("preprompt", System(f"preprompt-{variant}", "preprompt", label=f"pre-prompt ({variant})",
+                                    prefix=PREPROMPTS[variant]))
     return out
 
 
