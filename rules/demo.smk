@@ -73,6 +73,7 @@ if "demo" in config:
             steps=lambda wc: DEMO["models"][wc.name].get("steps", DEMO["pretrain"]["steps"]),
             lr=DEMO["pretrain"]["lr"],
             batch_size=DEMO["pretrain"]["batch_size"],
+            micro_batches=lambda wc: DEMO["models"][wc.name].get("micro_batches", DEMO["pretrain"].get("micro_batches", 1)),
             seq_len=DEMO["pretrain"]["seq_len"],
         log:
             "logs/demo_pretrain/{name}.log",

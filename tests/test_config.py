@@ -197,6 +197,24 @@ def test_a_baseline_runs_on_the_targets_its_config_names(paper, demo):
         cfg.validate(c)
 
 
+def test_demo_pretraining_micro_batches_must_divide_the_step(demo):
+    c = copy.deepcopy(demo)
+    assert c["demo"]["models"]["demo-qwen2-m"]["micro_batches"] == 4 and "micro_batches" not in c["demo"]["pretrain"]
+    c["demo"]["pretrain"]["micro_batches"] = 3
+    with pytest.raises(ConfigError, match=re.escape("demo.pretrain.micro_batches: 3 does not divide "
+                                                    "demo.pretrain.batch_size 16")):
+        cfg.validate(c)
+    c["demo"]["pretrain"]["micro_batches"] = 2
+    c["demo"]["models"]["demo-opt"]["micro_batches"] = 5
+    with pytest.raises(ConfigError, match=re.escape("demo.models.demo-opt.micro_batches: 5 does not divide")):
+        cfg.validate(c)
+    c["demo"]["models"]["demo-opt"]["micro_batches"] = 0
+    with pytest.raises(ConfigError, match=r"demo\.models\.demo-opt\.micro_batches"):
+        cfg.validate(c)
+    del c["demo"]["models"]["demo-opt"]["micro_batches"]
+    cfg.validate(c)
+
+
 def test_system_names_round_trip(paper):
     from hspd import systems as S
 

@@ -130,6 +130,13 @@ def test_pretrain_rejects_texts_longer_than_seq_len(tok, tok_dir, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_pretrain_rejects_micro_batches_that_do_not_divide_the_step(tok, tok_dir, tmp_path):
+    with pytest.raises(ConfigError, match=r"micro_batches=3 must be a positive divisor of batch_size=4"):
+        pretrain_demo_model("qwen2", tok_dir, CLEAN, tmp_path / "out", steps=2, lr=1e-3, batch_size=4,
+                            micro_batches=3, seq_len=64, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_pretrain_demo_model_trains_saves_and_reloads(tok, tok_dir, tmp_path):
     from transformers import AutoModelForCausalLM

@@ -204,6 +204,36 @@ def test_training_with_accumulation_equals_one_big_batch(tok):
     assert not same_params(runs[0], runs[2], atol=1e-6)  # 9 texts per step is another batch
 
 
+def test_a_step_runs_its_passes_in_length_order_so_each_pads_to_its_own_longest(tok, monkeypatch):
+    from hspd import train
+
+    data = CausalLMData(tok, TEXTS, max_length=64)
+    lengths = [len(ids) for ids in data.input_ids]
+    assert len(set(lengths)) > 4  # texts of mixed lengths, or there is no padding to save
+    passes = []
+    real = train.accumulate_gradients
+
+    def spy(model, micro_batches, **kw):
+        passes.append([b["attention_mask"] for b in micro_batches])
+        return real(model, micro_batches, **kw)
+
+    monkeypatch.setattr(train, "accumulate_gradients", spy)
+    model = tiny("qwen2", tok)
+    train_causal_lm(model, tok, TEXTS, lr=1e-2, batch_size=3, grad_accum=4, max_steps=2, max_length=64, seed=0,
+                    select_best=None, progress=False, log=lambda s: None)
+    assert len(passes) == 2
+    for step in passes:
+        assert [m.shape[0] for m in step] == [3, 3, 3, 3]
+        rows = [int(n) for m in step for n in m.sum(1)]
+        assert rows == sorted(rows) and sorted(rows) == sorted(lengths)  # all 12 texts, shortest first
+        assert all(m.shape[1] == int(m.sum(1).max()) for m in step)  # no pass pads beyond its longest text
+    # Less padding than the same passes in the plan's order would have had.
+    padded = sum(m.numel() for m in passes[0])
+    order = next(iter(step_plan(len(data), 12, torch.Generator().manual_seed(0), max_steps=1)))
+    unsorted = sum(3 * max(lengths[i] for i in order[j:j + 3]) for j in range(0, 12, 3))
+    assert padded < unsorted
+
+
 # --- the training loop --------------------------------------------------------------------------------------
 
 

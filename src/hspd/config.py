@@ -214,6 +214,11 @@ def _cross_checks(config: Mapping[str, Any]) -> list[str]:
             spec = models.get(name)
             if spec is None or "path" not in spec:
                 problems.append(f"demo.models.{name}: a demo model must be in `models` with a local path")
+        batch = demo["pretrain"]["batch_size"]
+        for key, spec in [("demo.pretrain", demo["pretrain"])] + [(f"demo.models.{n}", m) for n, m in demo["models"].items()]:
+            if batch % spec.get("micro_batches", 1):
+                problems.append(f"{key}.micro_batches: {spec['micro_batches']} does not divide demo.pretrain.batch_size "
+                                f"{batch} (every forward pass takes the same number of texts)")
     return problems
 
 

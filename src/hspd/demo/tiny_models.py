@@ -171,8 +171,11 @@ def demo_pretraining_texts(rewrite_pairs: Sequence[tuple[str, str]], plain_texts
 
 def pretrain_demo_model(arch: str, tokenizer_dir: str | os.PathLike, texts: Sequence[str | tuple[str, str]],
                         output_dir: str | os.PathLike, *, size: str = "s", steps: int, lr: float, batch_size: int,
-                        seq_len: int, seed: int = 0, progress=True, log: Callable[[str], None] = print) -> Path:
-    """Build a tiny ``arch`` model, train it for ``steps`` optimizer steps on ``texts`` and save it.
+                        seq_len: int, micro_batches: int = 1, seed: int = 0, progress=True,
+                        log: Callable[[str], None] = print) -> Path:
+    """Build a tiny ``arch`` model, train it for ``steps`` optimizer steps of ``batch_size`` texts on ``texts``
+    and save it. ``micro_batches`` forward passes make a step (its texts in length order, the same gradient):
+    on CPU a step of texts of mixed lengths costs less that way, since each pass pads to its own longest.
 
     The folder holds safetensors weights, config, generation config, the tokenizer and ``training_log.json``;
     ``AutoModelForCausalLM.from_pretrained(output_dir)`` reloads it offline with identical outputs.
@@ -185,6 +188,9 @@ def pretrain_demo_model(arch: str, tokenizer_dir: str | os.PathLike, texts: Sequ
     from hspd.train import save_checkpoint, train_causal_lm
 
     check_arch_size(arch, size)
+    if micro_batches < 1 or batch_size % micro_batches:
+        raise ConfigError(f"demo pretraining: micro_batches={micro_batches} must be a positive divisor of "
+                          f"batch_size={batch_size} (every forward pass takes the same number of texts)")
     tokenizer = load_tokenizer({"path": str(tokenizer_dir)}, "demo tokenizer")
     lengths = [len(ids) for ids in tokenizer([t if isinstance(t, str) else "".join(t) for t in texts])["input_ids"]]
     too_long = [n for n in lengths if n > seq_len]
@@ -195,7 +201,8 @@ def pretrain_demo_model(arch: str, tokenizer_dir: str | os.PathLike, texts: Sequ
     model = build_tiny_model(arch, tokenizer, size=size, seed=seed).to(pick_device())
     log(f"{arch} ({size}): {count_parameters(model):,} parameters, {len(texts)} texts, "
         f"{sum(lengths):,} tokens, {steps} steps")
-    result = train_causal_lm(model, tokenizer, texts, lr=lr, batch_size=batch_size, max_steps=steps,
+    result = train_causal_lm(model, tokenizer, texts, lr=lr, batch_size=batch_size // micro_batches,
+                             grad_accum=micro_batches, max_steps=steps,
                              max_length=seq_len, seed=seed, eval_every=max(1, steps // 10), select_best=None,
                              progress=progress, log=log)
     output_dir = Path(output_dir)
