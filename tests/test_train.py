@@ -195,12 +195,14 @@ def test_accumulated_gradient_equals_one_big_batch(tok):
 
 def test_training_with_accumulation_equals_one_big_batch(tok):
     runs = []
-    for batch_size, grad_accum in ((8, 1), (2, 4), (3, 3)):
+    for batch_size, grad_accum, by_length in ((8, 1, False), (2, 4, False), (3, 3, False), (2, 4, True)):
         model = tiny("qwen2", tok, dtype=torch.float64)
         train_causal_lm(model, tok, TEXTS, lr=1e-2, batch_size=batch_size, grad_accum=grad_accum, max_steps=3,
-                        max_length=64, seed=0, select_best=None, progress=False, log=lambda s: None)
+                        max_length=64, seed=0, group_by_length=by_length, select_best=None, progress=False,
+                        log=lambda s: None)
         runs.append(params(model))
     assert same_params(runs[0], runs[1], atol=1e-10)
+    assert same_params(runs[0], runs[3], atol=1e-10)  # passes in length order: the same step
     assert not same_params(runs[0], runs[2], atol=1e-6)  # 9 texts per step is another batch
 
 
@@ -219,8 +221,13 @@ def test_a_step_runs_its_passes_in_length_order_so_each_pads_to_its_own_longest(
 
     monkeypatch.setattr(train, "accumulate_gradients", spy)
     model = tiny("qwen2", tok)
-    train_causal_lm(model, tok, TEXTS, lr=1e-2, batch_size=3, grad_accum=4, max_steps=2, max_length=64, seed=0,
-                    select_best=None, progress=False, log=lambda s: None)
+    kw = dict(lr=1e-2, batch_size=3, grad_accum=4, max_steps=2, max_length=64, seed=0, select_best=None,
+              progress=False, log=lambda s: None)
+    train_causal_lm(model, tok, TEXTS, **kw)  # off by default: the passes take the plan's order
+    order = next(iter(step_plan(len(data), 12, torch.Generator().manual_seed(0), max_steps=1)))
+    assert [int(n) for m in passes[0] for n in m.sum(1)] == [lengths[i] for i in order]
+    passes.clear()
+    train_causal_lm(model, tok, TEXTS, group_by_length=True, **kw)
     assert len(passes) == 2
     for step in passes:
         assert [m.shape[0] for m in step] == [3, 3, 3, 3]
@@ -229,7 +236,6 @@ def test_a_step_runs_its_passes_in_length_order_so_each_pads_to_its_own_longest(
         assert all(m.shape[1] == int(m.sum(1).max()) for m in step)  # no pass pads beyond its longest text
     # Less padding than the same passes in the plan's order would have had.
     padded = sum(m.numel() for m in passes[0])
-    order = next(iter(step_plan(len(data), 12, torch.Generator().manual_seed(0), max_steps=1)))
     unsorted = sum(3 * max(lengths[i] for i in order[j:j + 3]) for j in range(0, 12, 3))
     assert padded < unsorted
 

@@ -407,7 +407,8 @@ def train_causal_lm(model, tokenizer, texts: Sequence[str], *, lr: float, batch_
                     save_steps: Sequence[int] = (), output_dir: str | os.PathLike | None = None,
                     save_dtype: str = "float32",
                     select_best: str | None = "next_token_accuracy", gradient_checkpointing: bool = False,
-                    bf16: bool | None = None, progress=True, log: Log = print) -> TrainResult:
+                    group_by_length: bool = False, bf16: bool | None = None, progress=True,
+                    log: Log = print) -> TrainResult:
     """Train a causal LM with AdamW on raw texts; the model is trained in place and returned in the result.
 
     Args:
@@ -416,9 +417,7 @@ def train_causal_lm(model, tokenizer, texts: Sequence[str], *, lr: float, batch_
         tokenizer: its tokenizer; texts are encoded without chat template, truncated to ``max_length``.
         lr, betas, weight_decay: AdamW, constant learning rate.
         batch_size: texts per forward pass; ``grad_accum`` passes make one optimizer step of
-            ``batch_size × grad_accum`` texts, with the loss averaged over all of that batch's tokens. The step's
-            texts are cut into its passes in length order, so each pass pads less (on CPU, where padding costs
-            compute, more passes of fewer texts can be faster for the same gradient).
+            ``batch_size × grad_accum`` texts, with the loss averaged over all of that batch's tokens.
         epochs, max_steps: stop after either (at least one must be given).
         seed: data order (a ``torch.Generator``) and dropout (a forked global RNG).
         eval_texts: held-out texts, evaluated before training, every ``eval_every`` optimizer steps and at
@@ -428,6 +427,10 @@ def train_causal_lm(model, tokenizer, texts: Sequence[str], *, lr: float, batch_
         select_best: ``"next_token_accuracy"`` keeps the weights of the evaluation (after step 0) with the
             highest held-out next-token accuracy and returns them; ``None`` returns the last weights.
         gradient_checkpointing: trade compute for activation memory (large models).
+        group_by_length: cut each step's texts into its ``grad_accum`` passes in length order, so each pass pads
+            to its own longest: the same gradient with less padding (on CPU, where padding costs compute, more
+            passes of fewer texts can be faster). Off, the passes take the texts in the data order's sequence;
+            the step's gradient is the same up to rounding and dropout's draws.
         bf16: bf16 autocast; ``None`` turns it on when the model is on CUDA.
         progress: ``True`` / ``False``, or a file for the tqdm bar.
         log: called with one line per history row.
@@ -498,9 +501,7 @@ def train_causal_lm(model, tokenizer, texts: Sequence[str], *, lr: float, batch_
         run_loss, run_tokens = 0.0, 0
         bar = _progress_bar(total_steps, progress, "train")
         for step, indices in enumerate(plan, start=1):
-            # The step's texts in length order: each micro-batch pads to its own longest, the step's gradient is
-            # the same (a token mean over the whole step).
-            ordered = data.by_length(indices) if grad_accum > 1 else indices
+            ordered = data.by_length(indices) if group_by_length and grad_accum > 1 else indices
             micro = [data.collate(ordered[i : i + batch_size]) for i in range(0, len(ordered), batch_size)]
             optimizer.zero_grad(set_to_none=True)
             loss_sum, step_tokens = accumulate_gradients(model, micro, bf16=bf16)

@@ -202,7 +202,7 @@ def pretrain_demo_model(arch: str, tokenizer_dir: str | os.PathLike, texts: Sequ
     log(f"{arch} ({size}): {count_parameters(model):,} parameters, {len(texts)} texts, "
         f"{sum(lengths):,} tokens, {steps} steps")
     result = train_causal_lm(model, tokenizer, texts, lr=lr, batch_size=batch_size // micro_batches,
-                             grad_accum=micro_batches, max_steps=steps,
+                             grad_accum=micro_batches, group_by_length=True, max_steps=steps,
                              max_length=seq_len, seed=seed, eval_every=max(1, steps // 10), select_best=None,
                              progress=progress, log=log)
     output_dir = Path(output_dir)
