@@ -107,7 +107,7 @@ class System:
     param: str = ""          # a swept system's hyper-parameter as it appears in a setting: ``beta0.5``
     values: tuple = ()       # its candidate values
     prefix: str | None = None  # a pre-prompt
-    targets: tuple | None = None
+    targets: tuple | None = None  # the targets a baseline runs on (``systems.<key>.targets``); None: every one
 
     def runs_on(self, target: str) -> bool:
         return self.targets is None or target in self.targets

@@ -15,5 +15,5 @@ with rule_job(snakemake) as log:
                                    demonstrations=p.demonstrations)
     log.info("%s (%s, size %s): %d pretraining texts", snakemake.wildcards.name, p.arch, p.size, len(texts))
     pretrain_demo_model(p.arch, snakemake.input.tokenizer, texts, snakemake.output[0], size=p.size, steps=p.steps,
-                        lr=p.lr, batch_size=p.batch_size,
-                        micro_batches=p.micro_batches, seq_len=p.seq_len, seed=p.seed, progress=True, log=log.info)
+                        lr=p.lr, batch_size=p.batch_size, micro_batches=p.micro_batches, seq_len=p.seq_len,
+                        seed=p.seed, progress=True, log=log.info)
