@@ -279,6 +279,30 @@ def test_fast_step_equals_unfused_reference(name, variant):
     assert torch.equal(got[3].sum(-1), torch.minimum(want[2], positives))
 
 
+@pytest.mark.parametrize("block_bytes", [1, 48 << 20])
+def test_fast_step_in_blocks_of_rows_and_with_a_helper_thread_equals_the_reference(monkeypatch, block_bytes):
+    import hspd.socd as socd
+
+    # 1 byte: blocks of as many rows as threads (2); 48 MB: one block, whose row loop runs on two threads.
+    vocab = socd.SAMPLE_MIN_VOCAB + 1904
+    s_b, s_t = _random_logits(12, vocab, seed=18)
+    want = socd.socd_core_unfused(s_b, s_t, divergence="js", k_min=10)
+    monkeypatch.setattr(socd, "BLOCK_BYTES", block_bytes)
+    submitted = []
+    real = socd._helper_thread()
+    monkeypatch.setattr(socd, "_helper_thread", lambda: submitted.append(1) or real)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got = socd.socd_core(s_b.clone(), s_t, divergence="js", k_min=10, workspace=socd.Workspace(),
+                             with_mask=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(got[3], want[3]) and torch.equal(got[0], want[0]) and torch.equal(got[2], want[2])
+    assert (got[3].sum(-1) < (s_t.log_softmax(-1) > s_b.log_softmax(-1)).sum(-1)).sum() >= 4  # ranked rows
+    assert len(submitted) == (0 if block_bytes == 1 else 1)
+
+
 def test_fast_step_without_workspace_and_from_strided_bf16_views():
     from hspd.socd import socd_core, socd_core_unfused
 
