@@ -424,3 +424,21 @@ def test_combiner_workspace_inside_and_outside_inference_mode():
         inside, _ = combiner(s_b, s_t)
     outside, _ = combiner(s_b, s_t)
     assert torch.equal(inside, want.logits) and torch.equal(outside, want.logits)
+
+
+def test_the_helper_thread_is_made_again_in_a_forked_child():
+    import multiprocessing as mp
+
+    from hspd.socd import _helper_thread
+
+    assert _helper_thread().submit(lambda: 1 + 1).result(timeout=10) == 2
+    # The parent's worker thread does not exist in a forked child: a reused executor would never run the job.
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        assert pool.apply_async(_child_runs_a_helper_job).get(timeout=60) == 6
+
+
+def _child_runs_a_helper_job():
+    from hspd.socd import _helper_thread
+
+    return _helper_thread().submit(lambda: 2 * 3).result(timeout=10)

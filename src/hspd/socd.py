@@ -211,17 +211,22 @@ def _candidate_threshold(d, k):
     return torch.where(v > 0, torch.nextafter(v, v.new_full((), -math.inf)), v.new_zeros(()))
 
 
-_HELPER = None
+_HELPER: tuple = (None, None)  # (process id, executor)
 
 
 def _helper_thread():
-    """One worker thread for ``_choose``'s row loop (created on first use)."""
+    """One worker thread for ``_choose``'s row loop, created on first use in each process (a forked child does
+    not inherit the parent's thread, so it makes its own)."""
     global _HELPER
-    if _HELPER is None:
+    import os
+
+    pid, executor = _HELPER
+    if executor is None or pid != os.getpid():
         from concurrent.futures import ThreadPoolExecutor
 
-        _HELPER = ThreadPoolExecutor(1, thread_name_prefix="socd")
-    return _HELPER
+        executor = ThreadPoolExecutor(1, thread_name_prefix="socd")
+        _HELPER = (os.getpid(), executor)
+    return executor
 
 
 def _choose(d, k, scratch):
