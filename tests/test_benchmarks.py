@@ -1,6 +1,7 @@
-"""benchmarks/rule_table.py: the per-rule table of a run's benchmark files, checked by hand."""
+"""benchmarks/: the per-rule table and the start-up summary checked by hand; the SoCD benchmark run at toy size."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,19 @@ def test_import_times_by_hand():
     ])
     assert bs.import_times(log) == {"torch": 0.9, "transformers": 2.5, "torch._dynamo": 1.5}
     assert list(bs.import_times(log)) == ["torch", "transformers", "torch._dynamo"]
+
+
+def test_socd_benchmark_runs_at_toy_size(tmp_path):
+    """bench_socd.py end to end at the real vocabulary with toy models and a few tokens: every run, the profile
+    (fast step and reference on the same logits) and the combiner's share of the decode are reported."""
+    bench = _load("bench_socd")
+    out = tmp_path / "socd.json"
+    result = bench.main(["--device", "cpu", "--base-hidden", "32", "--base-layers", "1", "--toxic-hidden", "32",
+                         "--toxic-layers", "1", "--samples", "1", "--prompt-tokens", "6", "--new-tokens", "3",
+                         "--repeats", "1", "--profile", "--profile-steps", "2", "--json", str(out)])
+    assert set(result["seconds"]) == {"base", "toxic", "socd", "reference"}
+    assert result["setting"]["rows"] == 6 and result["setting"]["vocab"] == bench.QWEN_VOCAB
+    assert 0 < result["combiner_ms_per_step_in_decode"] < 1e3 * result["seconds"]["socd"]
+    assert result["socd_over_base_plus_toxic"] > 0 and 10 <= result["socd_mean_k"] <= bench.QWEN_VOCAB // 2
+    assert set(result["combiner_profile"]) == {"fused", "unfused"}
+    assert json.loads(out.read_text())["seconds"] == result["seconds"]
