@@ -92,18 +92,24 @@ def sampling_for(variant):
     return SamplingConfig(top_k=20, top_p=0.8, repetition_penalty=1.05) if variant == "code" else SamplingConfig()
 
 
-class TimedCombiner:
-    """The decoder's combiner, with the time spent in its calls: the combiner's share of a decode, where the
-    models' weights pass through the cache between steps (``--profile`` times it on its own, cache warm)."""
+class CombinerProbe:
+    """The decoder's combiner, timed (its share of a decode, where the models' weights pass through the cache
+    between steps; ``--profile`` times it on its own, cache warm) and, with ``keep_inputs``, with a copy of the
+    ``(base_logits, toxic_logits)`` of every call. Everything else (``kind``, ``vocab_size``, …) is the combiner's."""
 
-    def __init__(self, combiner):
+    def __init__(self, combiner, keep_inputs: bool = False):
         self.inner, self.seconds, self.calls = combiner, 0.0, 0
-        self.needs_toxic, self.vocab_size, self.kind = combiner.needs_toxic, combiner.vocab_size, combiner.kind
+        self.inputs = [] if keep_inputs else None
 
-    def __call__(self, *args, **kwargs):
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __call__(self, base_logits, toxic_logits=None, *, give_base=False):
+        if self.inputs is not None:
+            self.inputs.append((base_logits.clone(), toxic_logits.clone()))
         start = time.perf_counter()
         try:
-            return self.inner(*args, **kwargs)
+            return self.inner(base_logits, toxic_logits, give_base=give_base)
         finally:
             self.seconds += time.perf_counter() - start
             self.calls += 1
@@ -114,7 +120,7 @@ def run_ours(base, toxic, tok, method, prompts, rows, new_tokens, variant):
     from hspd.decoding import DualModelDecoder
     from hspd.socd import make_combiner
 
-    combiner = TimedCombiner(make_combiner(method, variant, vocab_size=len(tok)))
+    combiner = CombinerProbe(make_combiner(method, variant, vocab_size=len(tok)))
     decoder = DualModelDecoder(base, toxic, tok, combiner, max_new_tokens=new_tokens, sampling=sampling_for(variant),
                                ignore_stop=True)
     start = time.perf_counter()
@@ -163,19 +169,10 @@ def capture_combiner_inputs(base, toxic, tok, method, prompts, rows, steps, vari
     from hspd.decoding import DualModelDecoder
     from hspd.socd import make_combiner
 
-    combiner = make_combiner(method, variant, vocab_size=len(tok))
-    captured = []
-
-    class Capture:
-        needs_toxic, vocab_size, kind = combiner.needs_toxic, combiner.vocab_size, combiner.kind
-
-        def __call__(self, base_logits, toxic_logits=None, give_base=False):
-            captured.append((base_logits.clone(), toxic_logits.clone()))
-            return combiner(base_logits, toxic_logits, give_base=give_base)
-
-    DualModelDecoder(base, toxic, tok, Capture(), max_new_tokens=steps, sampling=sampling_for(variant),
+    probe = CombinerProbe(make_combiner(method, variant, vocab_size=len(tok)), keep_inputs=True)
+    DualModelDecoder(base, toxic, tok, probe, max_new_tokens=steps, sampling=sampling_for(variant),
                      ignore_stop=True).generate(prompts, rows)
-    return captured
+    return probe.inputs
 
 
 def profile_combiner(captured, method, variant, vocab, repeats=3, top=14):

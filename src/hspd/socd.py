@@ -18,6 +18,7 @@ SoCD at one step, per row:
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -218,8 +219,6 @@ def _helper_thread():
     """One worker thread for ``_choose``'s row loop, created on first use in each process (a forked child does
     not inherit the parent's thread, so it makes its own)."""
     global _HELPER
-    import os
-
     pid, executor = _HELPER
     if executor is None or pid != os.getpid():
         from concurrent.futures import ThreadPoolExecutor
@@ -265,7 +264,7 @@ def _choose(d, k, scratch):
     def kth(part):
         return [torch.kthvalue(values[lo:hi], rank).values for _, lo, hi, rank in part]
 
-    if dev.type == "cpu" and n_partial >= 4 and torch.get_num_threads() > 1:
+    if dev.type == "cpu" and len(jobs) >= 4 and torch.get_num_threads() > 1:
         other = _helper_thread().submit(kth, jobs[1::2])
         found = [None] * len(jobs)
         found[0::2], found[1::2] = kth(jobs[0::2]), other.result()
